@@ -1,0 +1,63 @@
+"""The lab's authoritative DNS: zone files for knot, built from the hosts (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab.config import DOMAIN, LabConfig
+from lab.hosts import LabHost, reverse_zone
+
+SOA = (
+    "@ 300 IN SOA ns.{domain}. hostmaster.{domain}. {serial} 60 60 600 60\n"
+    "@ 300 IN NS ns.{domain}.\n"
+)
+
+
+def _soa(serial: int) -> str:
+    return SOA.format(domain=DOMAIN, serial=serial)
+
+
+def zones(config: LabConfig, hosts: list[LabHost], serial: int) -> dict[str, str]:
+    """Zone name -> zone file text: lab.test, the reverse zone, one zone per mail domain."""
+    forward = [f"$ORIGIN {DOMAIN}.\n", _soa(serial), f"ns 300 IN A {config.gateway}\n"]
+    forward += [f"{h.name} 300 IN A {h.address}\n" for h in hosts]
+    rev = [f"$ORIGIN {reverse_zone(config)}.\n", _soa(serial)]
+    rev += [f"{h.address.rsplit('.', 1)[1]} 300 IN PTR {h.fqdn}.\n" for h in hosts]
+    result = {DOMAIN: "".join(forward), reverse_zone(config): "".join(rev)}
+    for h in hosts:
+        d = h.mail_domain
+        result[d] = "".join(
+            [
+                f"$ORIGIN {d}.\n",
+                _soa(serial),
+                f"@ 300 IN MX 10 {h.fqdn}.\n",
+                '@ 300 IN TXT "v=spf1 mx -all"\n',
+                f'_dmarc 300 IN TXT "v=DMARC1; p=quarantine; rua=mailto:postmaster@{d}"\n',
+            ]
+        )
+    return result
+
+
+def knot_conf(config: LabConfig, zone_names: list[str], knot_dir: Path) -> str:
+    zone_lines = "".join(f"  - domain: {z}\n" for z in sorted(zone_names))
+    return (
+        "# knot for the mailfleet lab {name!r}; written by `mailfleet lab up`.\n"
+        "server:\n"
+        f"  listen: {config.gateway}@{config.dns_port}\n"
+        f"  rundir: {knot_dir}\n"
+        "log:\n"
+        "  - target: stderr\n"
+        "    any: info\n"
+        "database:\n"
+        f"  storage: {knot_dir}/db\n"
+        "control:\n"
+        f"  listen: {knot_dir}/knot.sock\n"
+        "template:\n"
+        "  - id: default\n"
+        f"    storage: {knot_dir}/zones\n"
+        '    file: "%s.zone"\n'
+        "    zonefile-sync: -1\n"
+        "    zonefile-load: whole\n"
+        "    journal-content: none\n"
+        "zone:\n" + zone_lines
+    ).replace("{name!r}", repr(config.name))

@@ -1,0 +1,84 @@
+"""The Ansible inventory ``lab up`` writes: the lab's hosts, reached over SSH."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab.config import DEFAULT_NAME, LabConfig
+from lab.hosts import LabHost
+
+HEADER = (
+    "# Written by `mailfleet lab up` for the lab {name!r}; `mailfleet lab down` removes it.\n"
+    "# Do not edit: the next `lab up` rewrites it. Shared lab variables live in\n"
+    "# inventory/lab/group_vars/.\n"
+)
+
+
+def inventory_data(config: LabConfig, hosts: list[LabHost]) -> dict[str, Any]:
+    ssh_args = (
+        f"-o UserKnownHostsFile={config.known_hosts} -o StrictHostKeyChecking=yes "
+        "-o ControlMaster=auto -o ControlPersist=60s -o ConnectTimeout=10"
+    )
+    return {
+        "all": {
+            "children": {
+                "mailservers": {
+                    "hosts": {
+                        h.name: {
+                            "ansible_host": h.address,
+                            "mail_hostname": h.fqdn,
+                            "mail_domains": [h.mail_domain],
+                            # literal, not a template: the watcher reads the
+                            # inventory with ansible-inventory, which renders none
+                            "mailfleet_probe_user": f"probe@{h.mail_domain}",
+                        }
+                        for h in hosts
+                    }
+                }
+            },
+            "vars": {
+                "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(config.ssh_key),
+                "ansible_ssh_common_args": ssh_args,
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "mailfleet_lab_name": config.name,
+                "mailfleet_lab_gateway": config.gateway,
+                "mailfleet_lab_dns_server": config.gateway,
+                "mailfleet_lab_apt_proxy": f"http://{config.gateway}:{config.apt_proxy_port}",
+                "mailfleet_lab_state_dir": str(config.state_dir),
+                "mailfleet_known_hosts": str(config.known_hosts),
+                # the lab CA mail_tls creates (lab_ca source): what probes trust
+                "mailfleet_ca_bundle": str(config.state_dir / "ca" / "ca.crt"),
+            },
+        }
+    }
+
+
+def write_inventory(config: LabConfig, hosts: list[LabHost]) -> Path:
+    """Write hosts.yml atomically; a non-default lab links the shared group_vars in."""
+    path = config.inventory_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = HEADER.format(name=config.name) + yaml.safe_dump(
+        inventory_data(config, hosts), sort_keys=False, default_flow_style=False
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(body)
+    os.replace(tmp, path)
+    if config.name != DEFAULT_NAME:
+        shared = config.root / "inventory" / "lab" / "group_vars"
+        link = path.parent / "group_vars"
+        if shared.is_dir() and not link.exists():
+            link.symlink_to(shared)
+    return path
+
+
+def remove_inventory(config: LabConfig) -> None:
+    config.inventory_path.unlink(missing_ok=True)
+    if config.name != DEFAULT_NAME:
+        link = config.inventory_dir / "group_vars"
+        if link.is_symlink():
+            link.unlink()

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The demo: set-up, a lab fleet of three Debian 12 hosts, the playbooks deployed
+# on it, then what to do next (and, once the dashboard lands, the dashboard).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+export CONTAINERS_CONF="$PWD/lab/files/containers.conf"
+exec mailfleet demo "$@"

@@ -1,0 +1,48 @@
+"""Fixtures shared by the whole suite.
+
+``lab`` brings up the session's lab fleet (named by MAILFLEET_LAB, default
+``mailfleet``) with MAILFLEET_TEST_HOSTS hosts (default 3) and takes it down at
+the end unless MAILFLEET_KEEP_LAB=1. Where the lab cannot run (not root, no
+podman) lab tests are skipped — unless MAILFLEET_REQUIRE_LAB=1 (as in
+`make test`), where that is an error: CI must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from lab.config import LabConfig
+from lab.fleet import Lab
+
+
+def lab_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root (podman networks with fixed addresses)"
+    for tool in ("podman", "debootstrap", "knotd", "apt-cacher-ng"):
+        if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
+            return f"{tool} is not installed (run `make setup`)"
+    return None
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("MAILFLEET_REQUIRE_LAB") == "1":
+        pytest.fail(f"lab required but unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    reason = lab_unavailable()
+    if reason:
+        _skip_or_fail(reason)
+    fleet = Lab(LabConfig.from_env())
+    hosts = int(os.environ.get("MAILFLEET_TEST_HOSTS", "3"))
+    fleet.up(hosts)
+    fleet.require_up()
+    yield fleet
+    if os.environ.get("MAILFLEET_KEEP_LAB") != "1":
+        fleet.down()
