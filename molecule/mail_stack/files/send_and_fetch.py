@@ -1,0 +1,50 @@
+"""Submit on the local 587 as carol to dave@molecule2.test, fetch it on the peer's 993.
+
+Usage: send_and_fetch.py PEER_ADDRESS PEER_NAME CA_FILE  (runs on mol1)
+"""
+
+import imaplib
+import smtplib
+import socket
+import ssl
+import sys
+import time
+import uuid
+
+peer, peer_name, cafile = sys.argv[1:4]
+ctx = ssl.create_default_context(cafile=cafile)
+subject = f"molecule {uuid.uuid4()}"
+
+smtp = smtplib.SMTP("127.0.0.1", 587, timeout=20)
+smtp.ehlo("mol1.lab.test")
+smtp._host = "mol1.lab.test"  # verify the certificate against the host's name
+smtp.starttls(context=ctx)
+smtp.ehlo("mol1.lab.test")
+smtp.login("carol@molecule1.test", "carol-molecule-password")
+smtp.sendmail(
+    "carol@molecule1.test",
+    ["dave@molecule2.test"],
+    f"From: carol@molecule1.test\r\nTo: dave@molecule2.test\r\nSubject: {subject}\r\n\r\nhi\r\n",
+)
+smtp.quit()
+
+
+class PeerIMAP(imaplib.IMAP4_SSL):
+    def _create_socket(self, timeout=None):
+        raw = socket.create_connection((self.host, self.port), timeout)
+        return self.ssl_context.wrap_socket(raw, server_hostname=peer_name)
+
+
+deadline = time.monotonic() + 60
+while True:
+    imap = PeerIMAP(peer, 993, ssl_context=ctx, timeout=20)
+    imap.login("dave@molecule2.test", "dave-molecule-password")
+    imap.select("INBOX", readonly=True)
+    found = imap.search(None, "SUBJECT", f'"{subject}"')[1][0].split()
+    imap.logout()
+    if found:
+        print(f"delivered and fetched: {subject}")
+        break
+    if time.monotonic() > deadline:
+        sys.exit(f"{subject} did not reach dave@molecule2.test within 60 s")
+    time.sleep(1)
