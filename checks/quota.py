@@ -1,0 +1,90 @@
+"""``quota``: GETQUOTAROOT INBOX of the probe account (RFC 2087 / 9208)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from checks.base import Acquisition, ProbeFailure, Verdict, run
+from checks.imap import login, open_session, secret_for
+from checks.imap_proto import parse_quota, parse_quotaroot
+from checks.result import ProbeResult, Status
+from checks.target import Deadline, ProbeOptions, Target
+
+CHECK = "quota"
+
+
+def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition) -> None:
+    secret_for(target, options.mechanism.upper())
+    client = open_session(target, options, deadline, acq)
+    try:
+        login(client, target, options, acq)
+        if "QUOTA" not in client.capabilities:
+            client.capability()  # servers add QUOTA to the post-login capabilities
+        if "QUOTA" not in client.capabilities:
+            raise ProbeFailure("server does not support QUOTA (no QUOTA capability)",
+                               Status.UNKNOWN)
+        with acq.measure("quota"):
+            untagged, done = client.command(b"GETQUOTAROOT INBOX", "GETQUOTAROOT")
+        if not done.ok:
+            raise ProbeFailure(f"GETQUOTAROOT failed: {done.describe()}", Status.UNKNOWN)
+        roots: list[str] = []
+        for resp in untagged:
+            qr = parse_quotaroot(resp)
+            if qr is not None:
+                roots = qr[1]
+            q = parse_quota(resp)
+            if q is None:
+                continue
+            for res in q[1]:
+                if res.name == "STORAGE":  # KiB on the wire, bytes in values
+                    acq.values["storage_used_bytes"] = res.usage * 1024
+                    acq.values["storage_limit_bytes"] = res.limit * 1024
+                elif res.name in ("MESSAGE", "MESSAGES"):
+                    acq.values["messages_used"] = res.usage
+                    acq.values["messages_limit"] = res.limit
+        acq.values["quota_roots"] = roots
+        percent = used_percent(acq.values)
+        if percent is not None:
+            acq.values["used_percent"] = round(percent[0], 2)
+        client.logout()
+    finally:
+        client.conn.close()
+
+
+def judge_for(options: ProbeOptions) -> Any:
+    def judge(values: dict[str, Any]) -> Verdict:
+        return judge_quota(values, options)
+
+    return judge
+
+
+def used_percent(values: dict[str, Any]) -> tuple[float, str] | None:
+    """The fullest resource: (percent, "storage" | "messages"), or None without limits."""
+    ratios: list[tuple[float, str]] = []
+    for used_key, limit_key, what in (
+        ("storage_used_bytes", "storage_limit_bytes", "storage"),
+        ("messages_used", "messages_limit", "messages"),
+    ):
+        limit = values.get(limit_key)
+        if limit:
+            ratios.append((100.0 * values.get(used_key, 0) / limit, what))
+    return max(ratios) if ratios else None
+
+
+def judge_quota(values: dict[str, Any], options: ProbeOptions) -> Verdict:
+    fullest = used_percent(values)
+    if fullest is None:
+        return Verdict(Status.OK if values.get("quota_roots") is not None else Status.UNKNOWN,
+                       "no quota limit set for the probe account")
+    percent, what = fullest
+    text = f"quota {what} {percent:.0f}% used"
+    if percent >= options.quota_critical_percent:
+        return Verdict(Status.CRITICAL, text)
+    if percent >= options.quota_warning_percent:
+        return Verdict(Status.WARNING, text)
+    return Verdict(Status.OK)
+
+
+def probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+    return run(CHECK, target, lambda acq: acquire(target, options, deadline, acq),
+               judge_for(options))

@@ -1,0 +1,178 @@
+"""``tls``: handshake, version, certificate chain, hostname and expiry.
+
+The first handshake verifies as a mail client does (chain against the CA
+bundle, hostname = ``mail_hostname``). When that fails, a second handshake
+without verification fetches the certificates anyway, so an expired or
+untrusted certificate still reports its dates (blackbox_exporter#1119).
+
+Two expiries are reported: ``chain_earliest_not_after`` over the *verified*
+chain (the path to the trust anchor, what matters) and
+``served_earliest_not_after`` over every certificate the server sent (an
+extra old root or a second chain shows up here only; blackbox_exporter#340).
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from typing import Any
+
+from checks.base import Acquisition, ProbeFailure, Verdict, run
+from checks.imap import ImapClient
+from checks.net import Connection, tls_context
+from checks.result import ProbeResult, Status
+from checks.smtp import SmtpClient
+from checks.target import Deadline, ProbeOptions, Target
+from checks.tlsinfo import (
+    CertInfo,
+    earliest,
+    hostname_matches,
+    served_chain,
+    session_values,
+    span,
+    utc,
+    verified_chain,
+)
+
+CHECK = "tls"
+SERVICES = ("imaps", "imap", "smtp", "submission", "submissions")
+
+
+def handshake(
+    target: Target, service: str, ctx: ssl.SSLContext, deadline: Deadline, acq: Acquisition,
+    helo: str = "mailfleet-probe.invalid",
+) -> tuple[Connection, ssl.SSLSocket]:
+    """Connect to the service and complete a TLS handshake (STARTTLS for imap/smtp/submission).
+
+    ``ssl.SSLCertVerificationError`` propagates; the caller owns the Connection.
+    """
+    port = target.port(service)
+    with acq.measure("connect"):
+        conn = Connection.open(target.address, port, deadline)
+    try:
+        if service in ("imaps", "submissions"):
+            with acq.measure("tls"):
+                tls = conn.start_tls(ctx, target.mail_hostname)
+        elif service == "imap":
+            client = ImapClient(conn)
+            with acq.measure("greeting"):
+                client.greeting()
+                if not client.capabilities:
+                    client.capability()
+            with acq.measure("tls"):
+                tls = client.starttls(ctx, target.mail_hostname)
+        else:
+            smtp = SmtpClient(conn)
+            with acq.measure("greeting"):
+                smtp.banner()
+                keywords = smtp.ehlo(helo)
+            if "STARTTLS" not in keywords:
+                raise ProbeFailure("STARTTLS not offered")
+            with acq.measure("tls"):
+                tls = smtp.starttls(ctx, target.mail_hostname)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, tls
+
+
+def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition) -> None:
+    service = options.tls_service
+    if service not in SERVICES:
+        raise ProbeFailure(f"tls_service must be one of {', '.join(SERVICES)}", Status.UNKNOWN)
+    ca = target.ca_bundle or options.ca_bundle
+    acq.values.update(
+        {
+            "service": service,
+            "port": target.port(service),
+            "hostname": target.mail_hostname,
+            "ca_bundle": str(ca) if ca else "system",
+        }
+    )
+    verified: list[CertInfo] = []
+    try:
+        conn, tls = handshake(target, service, tls_context(ca, verify=True), deadline, acq)
+        verify_error = ""
+    except ssl.SSLCertVerificationError as exc:
+        verify_error = str(exc.verify_message or exc.reason or exc)
+        # Fetch the certificates without verification: the dates must still be known.
+        conn, tls = handshake(target, service, tls_context(None, verify=False), deadline, acq)
+    try:
+        served = served_chain(tls)
+        if not verify_error:
+            verified = verified_chain(tls)
+        acq.values.update(session_values(tls))
+    finally:
+        conn.close()
+    acq.values["chain_verified"] = not verify_error
+    acq.values["verify_error"] = verify_error
+    acq.values["served_certs"] = [c.to_dict() for c in served]
+    acq.values["served_earliest_not_after"] = earliest(served)
+    acq.values["chain_earliest_not_after"] = earliest(verified) if verified else None
+    if served:
+        leaf = served[0]
+        acq.values.update(
+            {
+                "cert_subject": leaf.subject,
+                "cert_issuer": leaf.issuer,
+                "cert_sans": list(leaf.sans),
+                "cert_not_before": leaf.not_before,
+                "cert_not_after": leaf.not_after,
+                "cert_days_left": round((leaf.not_after - time.time()) / 86400, 2),
+                "hostname_match": hostname_matches(target.mail_hostname, leaf),
+            }
+        )
+
+
+def judge_for(options: ProbeOptions, now: float | None = None) -> Any:
+    def judge(values: dict[str, Any]) -> Verdict:
+        return judge_tls(values, options, time.time() if now is None else now)
+
+    return judge
+
+
+def judge_tls(values: dict[str, Any], options: ProbeOptions, now: float) -> Verdict:
+    host = values.get("hostname", "")
+    served = values.get("served_certs") or []
+    if not served:
+        return Verdict(Status.CRITICAL, "server sent no certificate")
+    leaf = served[0]
+    if leaf["not_after"] < now:
+        return Verdict(
+            Status.CRITICAL,
+            f"certificate for {host} expired {span(now - leaf['not_after'])} ago "
+            f"(not after {utc(leaf['not_after'])})",
+        )
+    if leaf["not_before"] > now:
+        return Verdict(
+            Status.CRITICAL,
+            f"certificate for {host} is not valid until {utc(leaf['not_before'])} "
+            f"(in {span(leaf['not_before'] - now)})",
+        )
+    if not values.get("hostname_match"):
+        names = ", ".join(leaf["sans"]) or leaf["subject"]
+        return Verdict(Status.CRITICAL, f"certificate is for {names}, not {host}")
+    if not values.get("chain_verified"):
+        why = values.get("verify_error") or "verification failed"
+        for cert in served[1:]:
+            if cert["not_after"] < now:
+                why += (f"; {cert['subject']} in the chain expired "
+                        f"{span(now - cert['not_after'])} ago")
+        trust = values.get("ca_bundle", "system")
+        store = "the system CA store" if trust == "system" else trust
+        return Verdict(Status.CRITICAL,
+                       f"certificate chain for {host} is not trusted by {store}: {why}")
+    expiry = values.get("chain_earliest_not_after") or leaf["not_after"]
+    left = expiry - now
+    if left < options.tls_critical_days * 86400:
+        return Verdict(Status.CRITICAL, f"certificate chain for {host} expires in {span(left)} "
+                       f"({utc(expiry)})")
+    if left < options.tls_warning_days * 86400:
+        return Verdict(Status.WARNING, f"certificate chain for {host} expires in {span(left)} "
+                       f"({utc(expiry)})")
+    return Verdict(Status.OK)
+
+
+def probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+    return run(CHECK, target, lambda acq: acquire(target, options, deadline, acq),
+               judge_for(options))

@@ -1,0 +1,115 @@
+"""``mailfleet probe`` and ``mailfleet dns-check`` as an admin runs them (loopback, knot)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dashboard.cli import main
+from tests.checks.certs import DAY, MINUTE, make_ca, make_leaf, now, write_bundle, write_chain
+from tests.checks.knot import Knot, knotd_path
+from tests.checks.servers import LoopbackServer, closed_port, tls_greeter, tls_server_context
+
+HOST = "mx1.lab.test"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """An inventory of three loopback 'servers': good, expired certificate, port closed."""
+    d = tmp_path_factory.mktemp("fleet")
+    ca = make_ca("cli test CA")
+    good_cert, good_key = write_chain(d, "good", make_leaf(ca, [HOST]))
+    old = make_leaf(ca, [HOST], not_before=now() - 90 * DAY, not_after=now() - 3 * DAY - MINUTE)
+    old_cert, old_key = write_chain(d, "old", old)
+    bundle = write_bundle(d, "ca", ca)
+    with LoopbackServer(tls_greeter(tls_server_context(good_cert, good_key))) as good, \
+            LoopbackServer(tls_greeter(tls_server_context(old_cert, old_key))) as expired:
+        def host(port: int) -> dict[str, object]:
+            return {"ansible_host": "127.0.0.1", "mail_hostname": HOST,
+                    "mailfleet_ports": {"imaps": port}, "mailfleet_checks": ["port", "tls"],
+                    "mailfleet_ca_bundle": str(bundle)}
+
+        inventory = {"all": {"children": {"mailservers": {"hosts": {
+            "good": host(good.port), "expired": host(expired.port), "closed": host(closed_port()),
+        }}}}}
+        path = d / "hosts.yml"
+        path.write_text(yaml.safe_dump(inventory))
+        yield path
+
+
+def test_probe_table_and_nagios_exit_code(fleet: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    code = main(["probe", "-i", str(fleet)])
+    out = capsys.readouterr().out
+    assert code == 2
+    lines = out.splitlines()
+    assert lines[0].split() == ["HOST", "CHECK", "STATUS", "TIME", "MESSAGE"]
+    row = next(line for line in lines if line.startswith("expired") and " tls " in line)
+    assert f"certificate for {HOST} expired 3 days ago" in row
+    assert any(line.startswith("closed") and "connection refused" in line for line in lines)
+
+
+def test_probe_limit_and_check_select(fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "-i", str(fleet), "--limit", "good", "--check", "tls"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[1].split()[:3] == ["good", "tls", "OK"]
+
+
+def test_probe_json_has_values_and_no_secrets(fleet: Path, capsys: pytest.CaptureFixture[str]
+                                              ) -> None:
+    main(["probe", "-i", str(fleet), "--limit", "expired", "--format", "json"])
+    results = json.loads(capsys.readouterr().out)
+    tls = next(r for r in results if r["check"] == "tls")
+    assert tls["status"] == "critical" and tls["target"] == "expired"
+    assert tls["values"]["cert_not_after"] < tls["started_at"]
+
+
+def test_probe_nagios_format(fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["probe", "-i", str(fleet), "--limit", "good,closed", "--format", "nagios"])
+    first = capsys.readouterr().out.splitlines()[0]
+    assert code == 2
+    assert first.startswith("MAILFLEET CRITICAL - 2 ok, 2 critical: closed port: 127.0.0.1:")
+    assert "'good_tls'=" in first.split(" | ")[1]
+
+
+def test_probe_unknown_check_is_status_3(fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "-i", str(fleet), "--check", "tls,telnet"]) == 3
+    assert "unknown check telnet" in capsys.readouterr().err
+
+
+def test_probe_bad_inventory_is_status_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    bad = tmp_path / "hosts.yml"
+    bad.write_text("all: {children: {mailservers: {hosts: {mx1: {mailfleet_checks: tls}}}}}\n")
+    assert main(["probe", "-i", str(bad)]) == 3
+    assert "mailfleet_checks must be a list" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(knotd_path() is None, reason="knotd not installed")
+def test_dns_check_table_and_exit(knot: Knot, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["dns-check", "good.test", "wrongmx.test", "--mx-host", "mx-good.dnstest.test",
+                 "--ip", "192.0.2.10", "--resolver", knot.resolver])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert ("ERROR    mx      wrongmx.test          MX of wrongmx.test is mx9.dnstest.test "
+            "(192.0.2.99), expected mx-good.dnstest.test (192.0.2.10)") in out
+    assert "OK       ptr     192.0.2.10            PTR of 192.0.2.10 is mx-good.dnstest.test" in out
+
+
+@pytest.mark.skipif(knotd_path() is None, reason="knotd not installed")
+def test_dns_check_json_ok(knot: Knot, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["dns-check", "good.test", "--mx-host", "mx-good.dnstest.test",
+                 "--resolver", knot.resolver, "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["status"] == "ok"
+    # without --ip the addresses come from the A record of --mx-host
+    assert {f["subject"] for f in report["findings"] if f["check"] == "ptr"} == {"192.0.2.10"}
+
+
+def test_dns_check_rejects_a_bad_resolver(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dns-check", "x.test", "--mx-host", "mx.x.test", "--resolver", "dns.google"]) == 3
+    assert "is not an IP address" in capsys.readouterr().err
