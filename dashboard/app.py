@@ -1,0 +1,98 @@
+"""The Flask application factory: ``create_app(config)``.
+
+Configuration keys (``MAILFLEET_*``; ``mailfleet serve`` fills them from flags):
+
+``MAILFLEET_INVENTORY``            list of inventory sources (``-i``), read by Ansible
+``MAILFLEET_VAULT_PASSWORD_FILE``  vault password file for the inventory
+``MAILFLEET_GROUP``                inventory group to watch (default ``mailservers``; None: all)
+``MAILFLEET_HOSTS``                a list of ``WatchedHost`` instead of an inventory (tests)
+``MAILFLEET_DB``                   SQLite path of the result store (default ``:memory:``)
+``MAILFLEET_RETENTION``            seconds of history kept (default 7 days)
+``MAILFLEET_INTERVAL``             seconds between sweep starts (default 60)
+``MAILFLEET_TIMEOUT``              default probe deadline for hosts that set none
+``MAILFLEET_CONCURRENCY``          probes at once (default 32); ``MAILFLEET_PER_HOST`` (2)
+``MAILFLEET_PROBES``               a name -> probe table instead of ``checks.PROBES`` (tests)
+``MAILFLEET_ALLOW_ANY_TARGET``     let ``/probe`` probe targets outside the inventory
+``MAILFLEET_START_SCHEDULER``      start sweeping in the background (``serve`` does)
+``MAILFLEET_INVENTORY_REFRESH``    seconds between re-reads of the inventory (default 300)
+
+Features are blueprints, each in its own module with ``init_app(app)``; a new
+page adds its module to ``FEATURE_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from dashboard.monitor import Inventory, Monitor
+from dashboard.scheduler import Scheduler
+from dashboard.store import ResultStore
+
+# Modules with ``init_app(app)`` that register one feature's blueprint, in order.
+FEATURE_MODULES: tuple[str, ...] = ("dashboard.exporter", "dashboard.web")
+
+DEFAULTS: dict[str, Any] = {
+    "MAILFLEET_INVENTORY": [],
+    "MAILFLEET_VAULT_PASSWORD_FILE": None,
+    "MAILFLEET_GROUP": "mailservers",
+    "MAILFLEET_HOSTS": None,
+    "MAILFLEET_DB": ":memory:",
+    "MAILFLEET_RETENTION": 7 * 86400.0,
+    "MAILFLEET_INTERVAL": 60.0,
+    "MAILFLEET_TIMEOUT": None,
+    "MAILFLEET_CONCURRENCY": 32,
+    "MAILFLEET_PER_HOST": 2,
+    "MAILFLEET_PROBES": None,
+    "MAILFLEET_ALLOW_ANY_TARGET": False,
+    "MAILFLEET_START_SCHEDULER": False,
+    "MAILFLEET_INVENTORY_REFRESH": 300.0,
+}
+
+
+def build_monitor(config: Mapping[str, Any]) -> Monitor:
+    if config["MAILFLEET_HOSTS"] is not None:
+        inventory = Inventory.static(config["MAILFLEET_HOSTS"])
+    else:
+        inventory = Inventory.from_ansible(
+            config["MAILFLEET_INVENTORY"],
+            group=config["MAILFLEET_GROUP"],
+            vault_password_file=config["MAILFLEET_VAULT_PASSWORD_FILE"],
+            default_timeout=config["MAILFLEET_TIMEOUT"],
+            refresh=float(config["MAILFLEET_INVENTORY_REFRESH"]),
+        )
+    store = ResultStore(config["MAILFLEET_DB"], retention=float(config["MAILFLEET_RETENTION"]))
+    interval = float(config["MAILFLEET_INTERVAL"])
+    scheduler = Scheduler(
+        inventory.refreshed_hosts,
+        store,
+        probes=config["MAILFLEET_PROBES"],
+        interval=interval,
+        concurrency=int(config["MAILFLEET_CONCURRENCY"]),
+        per_host=int(config["MAILFLEET_PER_HOST"]),
+    )
+    return Monitor(
+        inventory=inventory,
+        store=store,
+        scheduler=scheduler,
+        probes_override=config["MAILFLEET_PROBES"],
+        allow_any_target=bool(config["MAILFLEET_ALLOW_ANY_TARGET"]),
+        interval=interval,
+    )
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(DEFAULTS)
+    if config:
+        app.config.update(config)
+    monitor = build_monitor(app.config)
+    app.extensions["mailfleet"] = monitor
+    for name in FEATURE_MODULES:
+        importlib.import_module(name).init_app(app)
+    if app.config["MAILFLEET_START_SCHEDULER"] and monitor.scheduler is not None:
+        monitor.scheduler.start()
+    return app

@@ -1,0 +1,1 @@
+"""Sub-command modules of ``mailfleet`` (each with ``register(subparsers)``)."""

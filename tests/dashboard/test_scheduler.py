@@ -1,0 +1,123 @@
+"""The scheduler: bounded concurrency, hard deadlines, a tarpit never delays the others."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from checks import PROBES
+from checks.result import ProbeResult
+from checks.target import Deadline, ProbeOptions, Target
+from dashboard.scheduler import Scheduler, failure_reason
+from dashboard.store import ResultStore
+from tests.dashboard.conftest import TEST_PROBES, host
+from tests.dashboard.servers import closed_port, tarpit
+
+
+def test_a_tarpit_host_never_delays_the_other_hosts_results(
+    tmp_path: Path, listener: int
+) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    with tarpit() as pit:
+        hosts = [host("slow", pit.port, ("tls", "tls", "tls"), timeout=1.5)]
+        hosts += [host(f"mx{i}", listener, ("port",)) for i in range(20)]
+        hosts.append(host("dead", closed_port(), ("port",)))
+        sched = Scheduler(lambda: hosts, store, probes=PROBES, interval=30, concurrency=4)
+        done = threading.Thread(target=sched.sweep)
+        t0 = time.monotonic()
+        done.start()
+        # every fast host's result is in the store long before the tarpit's deadline
+        while len({r.host for r in store.latest()} - {"slow"}) < 21:
+            assert time.monotonic() - t0 < 1.0, "fast hosts waited for the tarpit"
+            time.sleep(0.02)
+        done.join(10)
+    latest = {r.host: r for r in store.latest()}
+    assert all(latest[f"mx{i}"].success for i in range(20))
+    assert not latest["dead"].success and "refused" in latest["dead"].error
+    assert not latest["slow"].success
+    assert 1.3 < latest["slow"].duration < 2.5  # it ended at its deadline
+    stats = sched.stats.snapshot()
+    assert stats.errors[("port", "refused")] == 1
+    assert stats.errors[("tls", "timeout")] >= 1
+
+
+def test_concurrency_is_bounded(tmp_path: Path) -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def slow_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return ProbeResult(check="slow", target=target.name, success=True)
+
+    hosts = [host(f"mx{i}", 1, ("slow", "slow", "slow")) for i in range(30)]
+    sched = Scheduler(lambda: hosts, ResultStore(tmp_path / "r.db"), probes={"slow": slow_probe},
+                      interval=30, concurrency=5, per_host=1)
+    sweep = sched.sweep()
+    assert sweep.probes == 90 and sweep.failures == 0
+    assert peak == 5
+
+
+def test_a_probe_that_ignores_its_deadline_is_abandoned_not_waited_for(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    hosts = [host("buggy", 1, ("hung",), timeout=0.3)]
+    sched = Scheduler(lambda: hosts, store, probes=TEST_PROBES, interval=30, grace=0.2)
+    t0 = time.monotonic()
+    sweep = sched.sweep()
+    assert time.monotonic() - t0 < 1.5
+    assert sweep.failures == 1
+    (r,) = store.latest()
+    assert "did not return within its 0.3 s deadline" in r.error
+    assert sched.stats.snapshot().abandoned == 1
+
+
+def test_a_crashing_probe_becomes_an_unknown_result(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    hosts = [host("mx1", 1, ("crash", "nosuch"))]
+    Scheduler(lambda: hosts, store, probes=TEST_PROBES).sweep()
+    by_check = {r.check: r for r in store.latest()}
+    assert by_check["crash"].status.label == "unknown"
+    assert "probe crashed: RuntimeError: boom" in by_check["crash"].error
+    assert by_check["nosuch"].error == "no check named 'nosuch'"
+
+
+def test_a_sweep_longer_than_the_interval_is_an_overrun(tmp_path: Path) -> None:
+    def sleepy(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+        time.sleep(0.3)
+        return ProbeResult(check="sleepy", target=target.name, success=True)
+
+    hosts = [host("mx1", 1, ("sleepy",))]
+    sched = Scheduler(lambda: hosts, ResultStore(tmp_path / "r.db"), probes={"sleepy": sleepy},
+                      interval=0.1)
+    assert sched.sweep().overrun
+    stats = sched.stats.snapshot()
+    assert stats.overruns == 1 and stats.last_sweep_overrun
+
+
+def test_the_background_loop_sweeps_every_interval_and_stops(tmp_path: Path, listener: int) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    hosts = [host("mx1", listener, ("port",))]
+    sched = Scheduler(lambda: hosts, store, probes=PROBES, interval=0.2)
+    sched.start()
+    time.sleep(1.1)
+    sched.stop()
+    assert 4 <= sched.stats.snapshot().sweeps <= 7
+    assert len(store.history("mx1", "port")) == sched.stats.snapshot().sweeps
+
+
+def test_failure_reasons_are_a_small_fixed_set() -> None:
+    def failed(error: str) -> ProbeResult:
+        return ProbeResult(check="x", target="t", success=False, error=error)
+
+    assert failure_reason(failed("connection refused")) == "refused"
+    assert failure_reason(failed("no greeting within 5.0 s")) == "timeout"
+    assert failure_reason(failed("certificate for mx1.lab.test expired 3 days ago")) == "tls"
+    assert failure_reason(failed("LOGIN rejected: [AUTHENTICATIONFAILED]")) == "auth"
+    assert failure_reason(failed("something odd")) == "other"
