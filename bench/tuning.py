@@ -1,0 +1,275 @@
+"""Prototypes of performance fixes for ``checks``, applied at run time by the benches.
+
+The checks library belongs to another engineer; these patches let the bench
+measure a proposed change before it is made there. Each is a function that
+patches the live modules and can be turned on by name (``--tune ctx,resume``).
+
+``ctx``     one ``SSLContext`` per (CA bundle, verify) instead of one per probe:
+            ``load_verify_locations`` parses the bundle each time.
+``resume``  the ``imap_login`` probe offers the TLS session of the latest
+            verified handshake with the same server (address, port, SNI), so
+            its handshake is an abbreviated one (no certificate to send, sign
+            or verify). The ``tls`` probe keeps doing full handshakes: it is
+            the one that looks at the certificate chain.
+``certs``   parsed certificates cached by their DER bytes (a fleet serves the
+            same few certificates sweep after sweep; parsing is ~60 us each).
+``onecon``  a combined ``imaps`` check: one connection does the ``tls`` work
+            (full verified handshake, chain, expiry) then greeting,
+            capabilities, login and logout — one handshake per target instead
+            of two. (Applied by the bench through the probe table.)
+``pool``    the scheduler's probe threads come from a pool of ``concurrency``
+            threads instead of one new thread per probe.
+``batch``   results are written to SQLite in batches (one transaction per
+            ~100 results or 0.2 s) instead of one transaction per result.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import ssl
+import threading
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import checks.imap
+import checks.net
+import checks.tls
+import checks.tlsinfo
+from checks.base import Acquisition, ProbeFailure, Verdict, run
+from checks.result import ProbeResult, Status
+from checks.target import Deadline, ProbeOptions, Target
+
+_sessions: dict[tuple[str, str, int], ssl.SSLSession] = {}
+_sessions_lock = threading.Lock()
+_offer = threading.local()
+
+
+def tune_ctx() -> None:
+    original = checks.net.tls_context
+
+    @functools.lru_cache(maxsize=64)
+    def cached(ca_bundle: Path | None, verify: bool) -> ssl.SSLContext:
+        return original(ca_bundle, verify)
+
+    checks.net.tls_context = cached  # type: ignore[assignment]
+    checks.tls.tls_context = cached  # type: ignore[attr-defined]
+    checks.imap.tls_context = cached  # type: ignore[attr-defined]
+
+
+def tune_resume() -> None:
+    tune_ctx()  # sessions only resume on the context that made them
+    start_tls = checks.net.Connection.start_tls
+    close = checks.net.Connection.close
+
+    def key(
+        conn: checks.net.Connection, hostname: str | None, ctx: ssl.SSLContext
+    ) -> tuple[str, str, int]:
+        return (conn.peer, hostname or "", id(ctx))
+
+    def patched_start_tls(
+        self: checks.net.Connection, ctx: ssl.SSLContext, server_hostname: str | None
+    ) -> ssl.SSLSocket:
+        offer = getattr(_offer, "on", False)
+        k = key(self, server_hostname, ctx)
+        self._mf_session_key = k  # type: ignore[attr-defined]
+        if not offer:
+            return start_tls(self, ctx, server_hostname)
+        with _sessions_lock:
+            session = _sessions.get(k)
+        if session is None:
+            return start_tls(self, ctx, server_hostname)
+        # Same code as Connection.start_tls, with the session offered.
+        if self._buffer:
+            raise checks.net.ProbeFailure("server sent data before the TLS handshake")
+        tls = ctx.wrap_socket(
+            self.sock, server_hostname=server_hostname or None, do_handshake_on_connect=False,
+            session=session,
+        )
+        self.sock = tls
+        try:
+            tls.settimeout(self.deadline.timeout())
+            tls.do_handshake()
+        except ssl.SSLCertVerificationError:
+            raise
+        except (TimeoutError, ssl.SSLError, OSError) as exc:
+            raise checks.net.ProbeFailure(f"TLS handshake failed: {exc}") from None
+        return tls
+
+    def patched_close(self: checks.net.Connection) -> None:
+        k = getattr(self, "_mf_session_key", None)
+        sock = self.sock
+        if k is not None and isinstance(sock, ssl.SSLSocket):
+            try:
+                session = sock.session
+            except (ssl.SSLError, ValueError, OSError):
+                session = None
+            if session is not None and session.has_ticket:
+                with _sessions_lock:
+                    _sessions[k] = session
+        close(self)
+
+    def offering(fn: Callable[..., ssl.SSLSocket]) -> Callable[..., ssl.SSLSocket]:
+        @functools.wraps(fn)
+        def wrapper(*args: object) -> ssl.SSLSocket:
+            _offer.on = True
+            try:
+                return fn(*args)
+            finally:
+                _offer.on = False
+
+        return wrapper
+
+    checks.net.Connection.start_tls = patched_start_tls  # type: ignore[method-assign]
+    checks.net.Connection.close = patched_close  # type: ignore[method-assign]
+    checks.imap._handshake = offering(checks.imap._handshake)  # type: ignore[attr-defined]
+
+
+def tune_certs() -> None:
+    checks.tlsinfo.cert_info = functools.lru_cache(maxsize=4096)(  # type: ignore[assignment]
+        checks.tlsinfo.cert_info
+    )
+
+
+def imaps_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+    """Prototype ``imaps`` check: the ``tls`` probe's work and ``imap_login`` on one connection."""
+
+    def acquire(acq: Acquisition) -> None:
+        ca = target.ca_bundle or options.ca_bundle
+        user, secret = checks.imap.secret_for(target, options.mechanism.upper())
+        acq.values.update({"service": "imaps", "port": target.port("imaps"),
+                           "hostname": target.mail_hostname})
+        ctx = checks.net.tls_context(ca, verify=True)
+        try:
+            conn, tls = checks.tls.handshake(target, "imaps", ctx, deadline, acq)
+        except ssl.SSLCertVerificationError as exc:
+            raise ProbeFailure(f"TLS certificate not accepted: {exc.verify_message}") from None
+        try:
+            served = checks.tlsinfo.served_chain(tls)
+            verified = checks.tlsinfo.verified_chain(tls)
+            acq.values.update(checks.tlsinfo.session_values(tls))
+            acq.values["chain_verified"] = True
+            acq.values["verify_error"] = ""
+            acq.values["served_certs"] = [c.to_dict() for c in served]
+            acq.values["served_earliest_not_after"] = checks.tlsinfo.earliest(served)
+            acq.values["chain_earliest_not_after"] = checks.tlsinfo.earliest(verified)
+            if served:
+                leaf = served[0]
+                acq.values.update({
+                    "cert_not_after": leaf.not_after,
+                    "hostname_match": checks.tlsinfo.hostname_matches(target.mail_hostname, leaf),
+                })
+            client = checks.imap.ImapClient(conn)
+            with acq.measure("greeting"):
+                client.greeting()
+            if not client.capabilities:
+                with acq.measure("capability"):
+                    client.capability()
+            acq.values["capabilities"] = sorted(client.capabilities)
+            del user, secret
+            checks.imap.login(client, target, options, acq)
+            client.logout()
+        finally:
+            conn.close()
+
+    tls_judge = checks.tls.judge_for(options)
+
+    def judge(values: dict[str, object]) -> Verdict:
+        verdict: Verdict = tls_judge(values)
+        if not values.get("logged_in"):
+            return Verdict(Status.CRITICAL, "not logged in")
+        return verdict
+
+    return run("imaps", target, acquire, judge)
+
+
+class _PooledThread:
+    """Stands in for threading.Thread in dashboard.scheduler: runs on a shared pool."""
+
+    pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def __init__(self, target: Callable[..., object], args: tuple[object, ...] = (),
+                 daemon: bool = True, name: str = "") -> None:
+        self._target, self._args = target, args
+
+    def start(self) -> None:
+        if _PooledThread.pool is None:
+            _PooledThread.pool = concurrent.futures.ThreadPoolExecutor(64)
+        _PooledThread.pool.submit(self._target, *self._args)
+
+
+def tune_pool() -> None:
+    import dashboard.scheduler
+
+    shim = types.SimpleNamespace(**{k: getattr(threading, k) for k in dir(threading)
+                                    if not k.startswith("__")})
+    shim.Thread = _PooledThread
+    dashboard.scheduler.threading = shim  # type: ignore[attr-defined]
+    # The scheduler's own loop thread must stay a real thread.
+    import dashboard.scheduler as sched
+
+    original_start = sched.Scheduler.start
+
+    def start(self: sched.Scheduler) -> None:
+        sched.threading = threading  # type: ignore[attr-defined]
+        try:
+            original_start(self)
+        finally:
+            sched.threading = shim  # type: ignore[attr-defined]
+
+    sched.Scheduler.start = start  # type: ignore[method-assign]
+
+
+def tune_batch() -> None:
+    from dashboard.store import ResultStore
+
+    original = ResultStore.record
+    queues: dict[int, list[tuple[str, ProbeResult]]] = {}
+    lock = threading.Lock()
+    last_flush = [time.monotonic()]
+
+    def record(self: ResultStore, host: str, result: ProbeResult) -> None:
+        with lock:
+            q = queues.setdefault(id(self), [])
+            q.append((host, result))
+            if len(q) < 100 and time.monotonic() - last_flush[0] < 0.2:
+                return
+            items, queues[id(self)] = q, []
+            last_flush[0] = time.monotonic()
+        self.record_many(items)
+
+    def flush(self: ResultStore) -> None:
+        with lock:
+            items, queues[id(self)] = queues.get(id(self), []), []
+        if items:
+            self.record_many(items)
+
+    original_sweep = ResultStore.record_sweep
+
+    def record_sweep(self: ResultStore, sweep: object) -> None:
+        flush(self)
+        original_sweep(self, sweep)  # type: ignore[arg-type]
+
+    del original
+    ResultStore.record = record  # type: ignore[method-assign]
+    ResultStore.record_sweep = record_sweep  # type: ignore[method-assign]
+
+
+TUNINGS: dict[str, Callable[[], None]] = {
+    "ctx": tune_ctx, "resume": tune_resume, "certs": tune_certs, "pool": tune_pool,
+    "batch": tune_batch, "onecon": lambda: None,
+}
+
+
+def apply(names: str) -> list[str]:
+    applied = []
+    for name in filter(None, (n.strip() for n in names.split(","))):
+        TUNINGS[name]()
+        applied.append(name)
+    return applied
+
+
+def resumed_count() -> int:
+    return len(_sessions)
