@@ -129,14 +129,20 @@ def build_image(config: LabConfig, progress: Progress = _stderr_progress) -> flo
         _customize(rootfs, mirror)
         progress(f"  importing into podman ({time.monotonic() - started:.0f}s so far)")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        imp = subprocess.run(
-            ["podman", "import", "--change", "CMD=/sbin/init", "-", IMAGE],
-            stdin=tar.stdout,
-            env=podman_env(config.containers_conf),
-            capture_output=True,
-            check=False,
-        )
-        tar.wait()
+        assert tar.stdout is not None
+        try:
+            imp = subprocess.run(
+                ["podman", "import", "--change", "CMD=/sbin/init", "-", IMAGE],
+                stdin=tar.stdout,
+                env=podman_env(config.containers_conf),
+                capture_output=True,
+                check=False,
+            )
+        finally:
+            # Only podman reads the pipe: if it stops early, tar must get SIGPIPE
+            # and end instead of blocking forever on a pipe nobody reads.
+            tar.stdout.close()
+            tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
             raise PodmanError(f"podman import failed: {imp.stderr.decode(errors='replace')}")
     elapsed = time.monotonic() - started

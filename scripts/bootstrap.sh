@@ -19,10 +19,40 @@ missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
+# Some of these ship daemons the project runs itself, by hand, on its own ports
+# (Dovecot for the reliability suite, Prometheus and blackbox_exporter for tests
+# and benches, apt-cacher-ng and knot on each lab's gateway). Their system
+# services must not start on install: a policy-rc.d that denies every start,
+# only while apt runs (an operator's own policy-rc.d is kept and restored).
+declare -A service_of=([apt-cacher-ng]=apt-cacher-ng [dovecot-imapd]=dovecot [knot]=knot
+                       [prometheus]=prometheus
+                       [prometheus-blackbox-exporter]=prometheus-blackbox-exporter)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
+  policy=/usr/sbin/policy-rc.d
+  saved=""
+  if [ -e "$policy" ]; then saved=$(mktemp); cp -p "$policy" "$saved"; fi
+  restore_policy() {
+    if [ -n "$saved" ]; then mv "$saved" "$policy"; else rm -f "$policy"; fi
+  }
+  trap restore_policy EXIT
+  printf '#!/bin/sh\n# mailfleet bootstrap: no service starts during apt-get install\nexit 101\n' > "$policy"
+  chmod 755 "$policy"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  restore_policy
+  trap - EXIT
+  # ...and the ones installed now stay off at boot: the project starts its own
+  # instances. (A service the machine already had is left as its admin set it.)
+  for pkg in "${missing[@]}"; do
+    svc=${service_of[$pkg]:-}
+    [ -n "$svc" ] || continue
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$svc" ]; then
+      update-rc.d "$svc" disable >/dev/null 2>&1 || true
+    fi
+  done
 fi
 
 # -- Python venv -------------------------------------------------------------
