@@ -9,7 +9,7 @@ bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export CONTAINERS_CONF="$PWD/lab/files/containers.conf"
 export MAILFLEET_LAB=${MAILFLEET_LAB:-ci} MAILFLEET_LAB_SUBNET=${MAILFLEET_LAB_SUBNET:-10.77.100.0/24}
-export MAILFLEET_REQUIRE_LAB=1
+export MAILFLEET_REQUIRE_LAB=1 MAILFLEET_REQUIRE_BROWSER=1
 bash scripts/lint.sh
 mailfleet lab down >/dev/null   # a lab left by an interrupted run
 trap 'mailfleet lab down >/dev/null 2>&1 || true' EXIT
