@@ -20,6 +20,7 @@ Inventory variables a watched host may set (all optional):
 ``mailfleet_ports``              service -> port overrides, e.g. ``{imaps: 10993}``
 ``mailfleet_ca_bundle``          CA bundle the certificate chain is verified against
 ``mailfleet_probe_options``      overrides of ``checks.target.ProbeOptions`` fields
+``mailfleet_server``             settings of the ``server`` check (checks/server/config.py)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from checks import DEFAULT_CHECKS
+from checks import DEFAULT_CHECKS, server
 from checks.target import Credentials, ProbeOptions, Secret, Target
 
 # Checks every host gets unless it lists its own; those that log in need a probe account.
@@ -299,6 +300,11 @@ def watched_host(
         credentials=credentials,
         checks=tuple(str(c) for c in checks),
     )
+    if "server" in target.checks:
+        try:
+            target = server.with_server_settings(target, hostvars)
+        except server.ServerConfigError as exc:
+            raise InventoryError(str(exc)) from None
     options = _probe_options(name, hostvars.get("mailfleet_probe_options"), default_timeout)
     return WatchedHost(name=name, target=target, options=options, groups=tuple(sorted(groups)))
 

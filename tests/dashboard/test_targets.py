@@ -126,3 +126,35 @@ def test_a_broken_inventory_reload_keeps_the_previous_hosts(tmp_path: Path) -> N
     source.write_text("mailservers:\n  hosts:\n    mx2: {ansible_host: 10.77.9.12}\n")
     assert [h.name for h in inventory.refreshed_hosts()] == ["mx2"]
     assert inventory.last_error == ""
+
+
+def test_the_server_check_gets_its_ssh_settings_from_ansibles_variables(tmp_path: Path) -> None:
+    from checks.server import ServerTarget
+
+    source = tmp_path / "hosts.yml"
+    source.write_text(
+        "mailservers:\n  hosts:\n"
+        "    mx1: {ansible_host: 10.77.9.11, ansible_user: root, ansible_port: 2222,\n"
+        "          ansible_ssh_private_key_file: /keys/lab, mailfleet_known_hosts: /keys/kh,\n"
+        "          mailfleet_checks: [port, server],\n"
+        "          mailfleet_server: {ssh_user: mailfleet, mail_store: /srv/vmail}}\n"
+        "    mx2: {ansible_host: 10.77.9.12, mailfleet_checks: [port]}\n"
+    )
+    mx1, mx2 = load_inventory([source])
+    assert isinstance(mx1.target, ServerTarget) and mx1.target.server is not None
+    ssh = mx1.target.server.ssh
+    assert (ssh.address, ssh.user, ssh.port) == ("10.77.9.11", "mailfleet", 2222)
+    assert (str(ssh.key_file), str(ssh.known_hosts)) == ("/keys/lab", "/keys/kh")
+    assert mx1.target.server.mail_store == "/srv/vmail"
+    assert not isinstance(mx2.target, ServerTarget)  # no server check, no SSH settings
+
+
+def test_bad_server_settings_are_an_inventory_error_naming_the_host(tmp_path: Path) -> None:
+    source = tmp_path / "hosts.yml"
+    source.write_text(
+        "mailservers:\n  hosts:\n"
+        "    mx1: {mailfleet_checks: [server], mailfleet_server: {mail_store: relative/path,"
+        " colour: blue}}\n"
+    )
+    with pytest.raises(InventoryError, match=r"mx1: .*colour.*mail_store must be an absolute"):
+        load_inventory([source])
