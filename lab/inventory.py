@@ -53,6 +53,9 @@ def inventory_data(config: LabConfig, hosts: list[LabHost]) -> dict[str, Any]:
                 "mailfleet_known_hosts": str(config.known_hosts),
                 # the lab CA mail_tls creates (lab_ca source): what probes trust
                 "mailfleet_ca_bundle": str(config.state_dir / "ca" / "ca.crt"),
+                # lab names (lab.test, exampleN.test) exist only in the lab's DNS:
+                # the dns probe must never ask a resolver outside the lab for them
+                "mailfleet_probe_options": {"dns_resolvers": [config.gateway]},
             },
         }
     }
