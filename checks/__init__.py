@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from checks import dns, imap, port, quota, server, smtp, tls
+from checks import dns, imap, port, quota, server, smtp, sync, tls
 from checks.base import Probe
 from checks.result import ProbeResult, Status
 from checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
@@ -24,6 +24,7 @@ PROBES: Mapping[str, Probe] = MappingProxyType(
         "quota": quota.probe,
         "dns": dns.probe,
         "server": server.probe,
+        "sync": sync.probe,
     }
 )
 

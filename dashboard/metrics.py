@@ -72,7 +72,8 @@ GAUGES: dict[str, str] = {
     "mailfleet_quota_limit_messages": "Message quota of the probe account.",
     "mailfleet_quota_used_ratio": "Highest used/limit ratio of the probe account's quotas.",
     "mailfleet_sync_latency_seconds": "Sync latency by kind: delivery (submitted to visible "
-    "over IMAP), client (change by one client seen by another), append.",
+    "over IMAP), push (submitted to announced by IDLE), client (change by one client seen "
+    "by another), append.",
     "mailfleet_dns_mx_ok": "1 if every mail domain's MX points at this server.",
     "mailfleet_dns_rdns_ok": "1 if the server address has forward-confirmed rDNS "
     "matching mail_hostname.",
@@ -189,6 +190,7 @@ def _quota(values: Mapping[str, Any]) -> Iterator[Sample]:
 def _sync(values: Mapping[str, Any]) -> Iterator[Sample]:
     for key, kind in (
         ("delivery_latency_seconds", "delivery"),
+        ("push_latency_seconds", "push"),
         ("client_latency_seconds", "client"),
         ("append_latency_seconds", "append"),
     ):
