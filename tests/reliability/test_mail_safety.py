@@ -3,7 +3,11 @@
 A burst of 500 messages goes from one lab host to another's MX over SMTP while
 Postfix or Dovecot on the receiving host is killed (SIGKILL of its master) and
 started again. Afterwards every message the sender saw accepted (250 after DATA)
-is in the mailbox exactly once, and no message is there twice.
+is in the mailbox, and none is there twice unless Postfix itself logged that it
+may be: SMTP and LMTP deliver at least once, so a daemon killed after it stored
+a message but before its "250" reached Postfix gets that message again, and
+Postfix says so ("message may be sent more than once"). A copy Postfix did not
+warn about is a bug.
 
 A playbook run interrupted mid-way and run again leaves the services running and
 the mail that was there before.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -82,6 +87,27 @@ def wait_for_empty_queue(fleet: MailFleet, host: str, timeout: float = 120) -> N
         time.sleep(2)
 
 
+POSTFIX_LOG = "/var/log/postfix.log"
+
+
+def warned_twice(fleet: MailFleet, host: str, tag: str) -> set[int]:
+    """Burst numbers whose delivery Postfix logged as "may be sent more than once"."""
+    out = sh(fleet, host,
+             f"grep -h -e 'message-id=<{tag}[.]' -e 'may be sent more than once' "
+             f"{POSTFIX_LOG} || true")
+    number_of: dict[str, int] = {}
+    warned: set[int] = set()
+    for line in out.splitlines():
+        found = re.search(r" ([0-9A-F]{6,}): message-id=<[0-9a-f]+[.](\d+)@", line)
+        if found:
+            number_of[found.group(1)] = int(found.group(2))
+            continue
+        found = re.search(r" ([0-9A-F]{6,}): .*may be sent more than once", line)
+        if found and found.group(1) in number_of:
+            warned.add(number_of[found.group(1)])
+    return warned
+
+
 def delivered(fleet: MailFleet, host: str, maildir: str, tag: str) -> collections.Counter[int]:
     out = sh(fleet, host,
              f"grep -rhs '^Subject: burst {tag} ' {maildir}/new {maildir}/cur || true")
@@ -127,12 +153,16 @@ def test_a_daemon_killed_during_a_burst_loses_and_duplicates_nothing(
     counts = delivered(fleet, receiver.name, maildir, tag)
     twice = sorted(i for i, n in counts.items() if n > 1)
     lost = sorted(set(accepted) - set(counts))
-    assert not twice, f"delivered more than once: {twice[:20]}"
+    warned = warned_twice(fleet, receiver.name, tag)
+    unexplained = [i for i in twice if i not in warned or counts[i] > 2]
+    assert not unexplained, (f"delivered more than once without Postfix's warning: "
+                             f"{unexplained[:20]} (warned: {sorted(warned)[:20]})")
     assert not lost, (f"{len(lost)} accepted message(s) not in {user.address}'s mailbox: "
                       f"{lost[:20]}; send errors {report['errors']}")
     # Any message refused during the outage is either absent or there once, never more.
     print(f"{service} killed: {len(accepted)} accepted, {len(failed)} refused "
-          f"{report['errors']}, {sum(counts.values())} delivered")
+          f"{report['errors']}, {sum(counts.values())} delivered, "
+          f"{len(twice)} twice as Postfix warned")
 
 
 def test_an_interrupted_playbook_run_then_a_full_one_loses_nothing(
