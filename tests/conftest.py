@@ -12,11 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from lab.config import LabConfig
 from lab.fleet import Lab
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import MailFleet
 
 
 def lab_unavailable() -> str | None:
@@ -46,3 +50,14 @@ def lab() -> Iterator[Lab]:
     yield fleet
     if os.environ.get("MAILFLEET_KEEP_LAB") != "1":
         fleet.down()
+
+
+@pytest.fixture(scope="session")
+def mail_fleet(lab: Lab) -> MailFleet:
+    """The session's lab with playbooks/site.yml converged (tests/integration/conftest.py).
+
+    Defined here, once: integration, browser and reliability tests share one deploy.
+    """
+    from tests.integration.conftest import deploy_mail_fleet
+
+    return deploy_mail_fleet(lab)

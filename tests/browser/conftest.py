@@ -120,6 +120,3 @@ CHART_INK_JS = """
 }
 """
 
-
-# The lab tests (test_dashboard_lab.py) watch the converged lab fleet.
-from tests.integration.conftest import mail_fleet  # noqa: E402, F401

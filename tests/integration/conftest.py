@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from lab.fleet import Lab
 from lab.hosts import LabHost
 
@@ -195,8 +193,9 @@ def fleet_users(hosts: list[LabHost]) -> dict[str, list[MailUser]]:
     }
 
 
-@pytest.fixture(scope="session")
-def mail_fleet(lab: Lab) -> MailFleet:
+def deploy_mail_fleet(lab: Lab) -> MailFleet:
+    """site.yml on the session's lab: the ``mail_fleet`` fixture (tests/conftest.py),
+    defined once there so the whole session converges once."""
     lab.require_up()
     hosts = lab.hosts()
     assert len(hosts) >= 2, "the mail stack tests need at least two lab hosts"

@@ -30,10 +30,6 @@ from bench.localmail import (
 from checks.target import Credentials, ProbeOptions, Secret, Target
 from dashboard.targets import WatchedHost
 
-# The deployed lab fleet (tests/integration/conftest.py), for test_mail_safety.py.
-# TODO(lead): move ``mail_fleet`` to tests/conftest.py so one session converges once.
-from tests.integration.conftest import mail_fleet  # noqa: F401
-
 ROOT = Path(__file__).resolve().parents[2]
 # The suite's own loopback range (the benches use 127.77.x.y).
 GOOD_ADDRESSES = loopback_addresses(12, base="127.78.0.1")
