@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from checks.target import Deadline, ProbeOptions, Target
 from dashboard.metrics import (
     Sample,
+    check_labels,
     counter_family,
     gauge_families,
     load_extensions,
@@ -75,13 +76,13 @@ class FleetCollector(Collector):
             labels = {"host": r.host}
             samples.extend(with_labels(result_samples(r), labels))
             samples.append(
-                Sample("mailfleet_probe_timestamp_seconds", {**labels, "check": r.check},
+                Sample("mailfleet_probe_timestamp_seconds", {**labels, **check_labels(r.check)},
                        r.started_at)
             )
             if r.last_success_at is not None:
                 samples.append(
                     Sample("mailfleet_probe_last_success_timestamp_seconds",
-                           {**labels, "check": r.check}, r.last_success_at)
+                           {**labels, **check_labels(r.check)}, r.last_success_at)
                 )
         yield from gauge_families(samples, label_order=("host", "check"))
 

@@ -74,6 +74,9 @@ GAUGES: dict[str, str] = {
     "mailfleet_sync_latency_seconds": "Sync latency by kind: delivery (submitted to visible "
     "over IMAP), push (submitted to announced by IDLE), client (change by one client seen "
     "by another), append.",
+    "mailfleet_sync_mesh_latency_seconds": "Fleet mesh: submitted on host `source` to "
+    "visible over IMAP on this host, over the real MX path (one pair per host per sweep, "
+    "rotating).",
     "mailfleet_dns_mx_ok": "1 if every mail domain's MX points at this server.",
     "mailfleet_dns_rdns_ok": "1 if the server address has forward-confirmed rDNS "
     "matching mail_hostname.",
@@ -199,6 +202,13 @@ def _sync(values: Mapping[str, Any]) -> Iterator[Sample]:
             yield Sample("mailfleet_sync_latency_seconds", {"kind": kind}, value)
 
 
+@register_extractor("sync_mesh")
+def _sync_mesh(values: Mapping[str, Any]) -> Iterator[Sample]:
+    value = _number(values.get("delivery_latency_seconds"))
+    if value is not None:
+        yield Sample("mailfleet_sync_mesh_latency_seconds", {}, value)
+
+
 @register_extractor("dns")
 def _dns(values: Mapping[str, Any]) -> Iterator[Sample]:
     for what in ("mx", "rdns", "spf", "dmarc", "tlsa"):
@@ -257,19 +267,28 @@ def _server(values: Mapping[str, Any]) -> Iterator[Sample]:
         yield Sample("mailfleet_tls_cert_reload_pending", {"service": str(service)},
                      float(bool(pending)))
 
+def check_labels(check: str) -> dict[str, str]:
+    """Labels of a stored check name: a mesh pair ``sync_mesh:<source>`` is
+    ``{check="sync_mesh", source="<source>"}`` (its destination is the host)."""
+    name, sep, source = check.partition(":")
+    return {"check": name, "source": source} if sep else {"check": check}
+
+
 def result_samples(result: ResultLike) -> Iterator[Sample]:
     """Every sample of one result, without host label."""
-    check = {"check": result.check}
+    check = check_labels(result.check)
     yield Sample("mailfleet_probe_success", check, float(bool(result.success)))
     yield Sample("mailfleet_probe_status", check, float(int(result.status)))
     for phase, seconds in sorted(result.phases.items()):
         value = _number(seconds)
         if value is not None:
             yield Sample("mailfleet_probe_duration_seconds", {**check, "phase": phase}, value)
-    extractor = EXTRACTORS.get(result.check)
+    extractor = EXTRACTORS.get(check["check"])
     if extractor is not None:
+        extra = {k: v for k, v in check.items() if k != "check"}
         try:
-            yield from extractor(result.values)
+            for sample in extractor(result.values):
+                yield Sample(sample.name, {**extra, **sample.labels}, sample.value)
         except Exception:  # a malformed value must not break the whole scrape
             return
 

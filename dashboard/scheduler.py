@@ -8,17 +8,26 @@ slot is freed for the others and whatever it returns later is dropped.
 
 Probes are looked up by name in a table (``checks.PROBES`` by default), each
 ``probe(target, options, deadline) -> ProbeResult``.
+
+The fleet mesh (check ``sync_mesh``) is not per host but per pair: hosts that
+list it submit a message on one host and measure it arriving in another's
+mailbox over the real MX path. Each sweep runs one round of
+``checks.sync.mesh_round`` (N pairs for N hosts, every ordered pair once every
+N-1 sweeps); a pair's result is stored on its destination as
+``sync_mesh:<source>``, so the latest of every pair stays visible.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from checks import sync
 from checks.result import ProbeResult, Status
 from checks.target import Deadline, ProbeOptions, Target
 from dashboard.store import ResultStore, Sweep
@@ -27,6 +36,13 @@ from dashboard.targets import WatchedHost
 log = logging.getLogger(__name__)
 
 Probe = Callable[[Target, ProbeOptions, Deadline], ProbeResult]
+PairProbe = Callable[[Target, Target, ProbeOptions, Deadline], ProbeResult]
+MESH_CHECK = "sync_mesh"
+
+
+def mesh_check_name(source: str) -> str:
+    """How a mesh pair's result is stored on its destination host."""
+    return f"{MESH_CHECK}:{source}"
 HostSource = Callable[[], Sequence[WatchedHost]]
 
 # Why a probe failed, as a small fixed set (a label value: must never be free text).
@@ -109,22 +125,34 @@ class _Job:
     host: WatchedHost
     check: str
     budget: float
+    source: WatchedHost | None = None  # a mesh pair: submitted here, delivered to host
     hard_end: float = 0.0
     done: bool = False
     abandoned: bool = False
 
+    @property
+    def stored_check(self) -> str:
+        return mesh_check_name(self.source.name) if self.source is not None else self.check
 
-def _failed(host: WatchedHost, check: str, error: str, reason: str, started: float) -> ProbeResult:
+
+def _failed(host: WatchedHost, check: str, error: str, reason: str, started: float,
+            values: Mapping[str, str] | None = None) -> ProbeResult:
     return ProbeResult(
         check=check,
         target=host.target.address,
         success=False,
         status=Status.UNKNOWN,
         phases={"total": max(0.0, time.time() - started)},
-        values={"reason": reason},
+        values={"reason": reason, **(values or {})},
         error=error,
         started_at=started,
     )
+
+
+def _pair_values(job: _Job) -> dict[str, str]:
+    if job.source is None:
+        return {}
+    return {"kind": "mesh", "source": job.source.name, "destination": job.host.name}
 
 
 class Scheduler:
@@ -138,6 +166,7 @@ class Scheduler:
         per_host: int = 2,
         grace: float = 1.0,
         prune_every: float = 3600.0,
+        pair_probe: PairProbe | None = None,
     ) -> None:
         if interval <= 0 or concurrency < 1 or per_host < 1:
             raise ValueError("interval must be > 0, concurrency and per_host >= 1")
@@ -153,6 +182,8 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
+        self.pair_probe: PairProbe = pair_probe or sync.probe_pair
+        self._mesh_round = 0
 
     @property
     def probes(self) -> Mapping[str, Probe]:
@@ -161,6 +192,8 @@ class Scheduler:
     # -- one probe -----------------------------------------------------------------------
     def _run_probe(self, job: _Job) -> ProbeResult:
         started = time.time()
+        if job.source is not None:
+            return self._run_pair(job, started)
         probe = self.probes.get(job.check)
         if probe is None:
             return _failed(
@@ -174,6 +207,18 @@ class Scheduler:
                 job.host, job.check, f"probe crashed: {type(exc).__name__}: {exc}", "crash",
                 started,
             )
+
+    def _run_pair(self, job: _Job, started: float) -> ProbeResult:
+        assert job.source is not None
+        try:
+            result = self.pair_probe(job.source.target, job.host.target, job.host.options,
+                                     Deadline(job.budget))
+        except Exception as exc:
+            log.exception("mesh probe %s -> %s raised", job.source.name, job.host.name)
+            return _failed(job.host, job.stored_check,
+                           f"probe crashed: {type(exc).__name__}: {exc}", "crash", started,
+                           _pair_values(job))
+        return dataclasses.replace(result, check=job.stored_check)
 
     def _store(self, job: _Job, result: ProbeResult) -> None:
         with self.stats.lock:
@@ -193,9 +238,22 @@ class Scheduler:
         depth = max((len(h.checks) for h in hosts), default=0)
         for i in range(depth):
             for h in hosts:
-                if i < len(h.checks):
+                if i < len(h.checks) and h.checks[i] != MESH_CHECK:
                     jobs.append(_Job(h, h.checks[i], budget=max(0.1, h.options.timeout)))
+        jobs.extend(self._mesh_jobs(hosts))
         return jobs
+
+    def _mesh_jobs(self, hosts: Sequence[WatchedHost]) -> list[_Job]:
+        """This sweep's round of the mesh: O(N) pairs, rotating (checks.sync.mesh_round)."""
+        members = {h.name: h for h in hosts if MESH_CHECK in h.checks}
+        pairs = sync.mesh_round(sorted(members), self._mesh_round)
+        if pairs:
+            self._mesh_round += 1
+        return [
+            _Job(members[dst], MESH_CHECK, budget=max(0.1, members[dst].options.timeout),
+                 source=members[src])
+            for src, dst in pairs
+        ]
 
     def _next_job(
         self, pending: collections.deque[_Job], per_host: collections.Counter[str]
@@ -251,9 +309,10 @@ class Scheduler:
                     self._store(
                         job,
                         _failed(
-                            job.host, job.check,
+                            job.host, job.stored_check,
                             f"probe did not return within its {job.budget:.1f} s deadline",
                             "deadline", time.time() - job.budget - self.grace,
+                            _pair_values(job),
                         ),
                     )
                 if self._stop.is_set():

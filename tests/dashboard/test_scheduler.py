@@ -121,3 +121,45 @@ def test_failure_reasons_are_a_small_fixed_set() -> None:
     assert failure_reason(failed("certificate for mx1.lab.test expired 3 days ago")) == "tls"
     assert failure_reason(failed("LOGIN rejected: [AUTHENTICATIONFAILED]")) == "auth"
     assert failure_reason(failed("something odd")) == "other"
+
+
+def test_the_mesh_runs_n_rotating_pairs_per_sweep_and_keeps_each_pair(tmp_path: Path) -> None:
+    from dashboard.metrics import result_samples
+
+    calls: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def pair(source: Target, mailbox: Target, options: ProbeOptions,
+             deadline: Deadline) -> ProbeResult:
+        with lock:
+            calls.append((source.name, mailbox.name))
+        ok = source.name != "mx3"  # mx3 cannot submit
+        return ProbeResult(
+            check="sync", target=mailbox.name, success=ok,
+            values={"kind": "mesh", "source": source.name, "destination": mailbox.name,
+                    **({"delivery_latency_seconds": 0.25} if ok else {})},
+            error="" if ok else "submission on mx3 failed: login refused: 535",
+        )
+
+    hosts = [host(f"mx{i}", 1, ("sync_mesh",)) for i in (1, 2, 3)]
+    hosts.append(host("solo", 1, ()))  # watched, not in the mesh
+    store = ResultStore(tmp_path / "r.db")
+    sched = Scheduler(lambda: hosts, store, probes={}, interval=30, pair_probe=pair)
+    first = sched.sweep()
+    assert first.probes == 3  # O(N): one pair per mesh host per sweep, nothing for "solo"
+    assert sorted(calls) == [("mx1", "mx2"), ("mx2", "mx3"), ("mx3", "mx1")]
+    sched.sweep()
+    assert sorted(calls[3:]) == [("mx1", "mx3"), ("mx2", "mx1"), ("mx3", "mx2")]
+    # after N-1 sweeps every ordered pair has a result, stored on its destination
+    latest = {(r.host, r.check): r for r in store.latest()}
+    assert {k for k in latest if k[1].startswith("sync_mesh")} == {
+        (d, f"sync_mesh:{s}") for s in ("mx1", "mx2", "mx3")
+        for d in ("mx1", "mx2", "mx3") if s != d
+    }
+    assert not latest[("mx1", "sync_mesh:mx3")].success
+    assert sched.stats.snapshot().probes["sync_mesh"] == 6
+    samples = list(result_samples(latest[("mx2", "sync_mesh:mx1")]))
+    assert [s for s in samples if s.name == "mailfleet_sync_mesh_latency_seconds"][0].labels == {
+        "source": "mx1"}
+    assert {"check": "sync_mesh", "source": "mx1"} == next(
+        s.labels for s in samples if s.name == "mailfleet_probe_success")
