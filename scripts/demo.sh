@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: set-up, a lab fleet of three Debian 12 hosts, the playbooks deployed
-# on it, then what to do next (and, once the dashboard lands, the dashboard).
+# on it, then the dashboard and exporter serving the fleet on 127.0.0.1:9865.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
