@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from checks.result import Status
+from dashboard.scheduler import is_mesh_check
 from dashboard.store import ResultStore
 
 MAX_POINTS = 720
@@ -51,7 +52,8 @@ SELECT src, dst, status, latency, error, max(started_at) FROM (
            status, error, started_at,
            json_extract("values", '$.delivery_latency_seconds') AS latency
     FROM (SELECT "values", status, error, started_at FROM results
-          WHERE check_name = 'sync' AND started_at >= ?
+          WHERE check_name >= 'sync_mesh:' AND check_name < 'sync_mesh;'
+                AND started_at >= ?
           ORDER BY started_at DESC LIMIT ?)
     WHERE json_extract("values", '$.kind') = 'mesh'
 )
@@ -199,7 +201,7 @@ def mesh(
             (r.values.get("source"), r.values.get("destination"), int(r.status),
              r.values.get("delivery_latency_seconds"), r.error, r.started_at)
             for r in store.latest()
-            if r.check == "sync" and r.values.get("kind") == "mesh"
+            if is_mesh_check(r.check)
             and host in (r.values.get("source"), r.values.get("destination"))
         ]
     for src, dst, status, latency, error, at in rows:

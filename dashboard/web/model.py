@@ -20,7 +20,7 @@ from typing import Any
 
 from checks.result import ProbeResult, Status
 from checks.target import ProbeOptions
-from dashboard.scheduler import failure_reason
+from dashboard.scheduler import failure_reason, is_mesh_check
 from dashboard.store import FleetSummary, HostSummary, StoredResult, worst
 from dashboard.targets import WatchedHost
 
@@ -290,7 +290,9 @@ def groups_of(hosts: Iterable[WatchedHost]) -> list[str]:
 
 
 def host_summary(host: WatchedHost, latest: Iterable[StoredResult]) -> HostSummary:
-    checks = {r.check: r for r in latest}
+    # Mesh pairs stored on this host (mail into it from another host) are shown in
+    # the host page's mesh section, not judged as the host's own health.
+    checks = {r.check: r for r in latest if not is_mesh_check(r.check)}
     status = worst(r.status for r in checks.values())
     last = max((r.started_at for r in checks.values()), default=None)
     return HostSummary(host.name, status, checks, last)

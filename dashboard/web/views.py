@@ -9,6 +9,7 @@ from typing import Any
 from flask import current_app, url_for
 
 from dashboard.monitor import Monitor
+from dashboard.scheduler import is_mesh_check
 from dashboard.targets import WatchedHost
 from dashboard.web import history, model, rowhtml
 from dashboard.web.fleetcache import Entry, FleetCache
@@ -86,9 +87,10 @@ def host(
     latest = mon.store.latest(watched.name)
     summary = model.host_summary(watched, latest)
     row = model.fleet_row(watched, summary, now)
-    checks = {r.check: r for r in latest}
+    checks = {r.check: r for r in latest if not is_mesh_check(r.check)}
     names = [h.name for h in mon.inventory.hosts()]
-    order = list(watched.checks) + sorted(set(checks) - set(watched.checks))
+    order = [c for c in watched.checks if not is_mesh_check(c)]
+    order += sorted(set(checks) - set(order))
     data: dict[str, Any] = {
         "generated_at": now,
         "interval": mon.interval,

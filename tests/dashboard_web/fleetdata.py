@@ -155,8 +155,8 @@ def fill_store(
             offset = 1 + k % (len(names) - 1)
             for j, src in enumerate(names):
                 dst = names[(j + offset) % len(names)]
-                items.append((dst, ProbeResult(
-                    "sync", dst, True, Status.OK, {"total": 0.5},
+                items.append((dst, ProbeResult(  # as the scheduler stores a pair
+                    f"sync_mesh:{src}", dst, True, Status.OK, {"total": 0.5},
                     {"kind": "mesh", "source": src, "destination": dst,
                      "delivery_latency_seconds": 0.4 + (j % 7) / 10}, "", at)))
         store.record_many(items)

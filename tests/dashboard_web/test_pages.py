@@ -112,6 +112,31 @@ def test_mesh_without_data_says_so(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_failed_mesh_pair_shows_in_the_mesh_not_as_the_hosts_own_health(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from checks.result import ProbeResult, Status
+
+    hosts = make_hosts(3)
+    app = create_app({"TESTING": True, "MAILFLEET_HOSTS": hosts,
+                      "MAILFLEET_DB": str(tmp_path / "mesh.sqlite3")})
+    store = app.extensions["mailfleet"].store
+    fill_store(store, hosts, sweeps=1, mesh=False)
+    error = "submission on mx1 failed: login refused: 535"
+    store.record("mx2", ProbeResult(
+        "sync_mesh:mx1", "mx2", False, Status.CRITICAL, {"total": 0.2},
+        {"kind": "mesh", "source": "mx1", "destination": "mx2"}, error, time.time()))
+    client = app.test_client()
+    page = client.get("/hosts/mx2").get_data(as_text=True)
+    assert "from mx2 to" in page and f'title="{error}"' in page  # in the mesh section
+    assert 'data-check="sync_mesh' not in page  # not a row of the host's own checks
+    row = next(r for r in client.get("/api/fleet").get_json()["hosts"] if r["name"] == "mx2")
+    assert row["status"] == "ok"
+    store.close()
+
+
 @pytest.mark.parametrize("path", ["/hosts/nope", "/hosts/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
                                   "/hosts/..%2F..%2Fetc%2Fpasswd", "/no/such/page"])
 def test_unknown_host_is_a_404_page_without_a_trace(client: FlaskClient, path: str) -> None:
