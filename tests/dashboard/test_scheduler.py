@@ -159,7 +159,7 @@ def test_the_mesh_runs_n_rotating_pairs_per_sweep_and_keeps_each_pair(tmp_path: 
     assert not latest[("mx1", "sync_mesh:mx3")].success
     assert sched.stats.snapshot().probes["sync_mesh"] == 6
     samples = list(result_samples(latest[("mx2", "sync_mesh:mx1")]))
-    assert [s for s in samples if s.name == "mailfleet_sync_mesh_latency_seconds"][0].labels == {
-        "source": "mx1"}
-    assert {"check": "sync_mesh", "source": "mx1"} == next(
-        s.labels for s in samples if s.name == "mailfleet_probe_success")
+    mesh = next(s for s in samples if s.name == "mailfleet_sync_mesh_latency_seconds")
+    assert mesh.labels == {"source": "mx1"}
+    success = next(s for s in samples if s.name == "mailfleet_probe_success")
+    assert success.labels == {"check": "sync_mesh", "source": "mx1"}
