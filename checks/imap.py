@@ -202,15 +202,20 @@ def open_session(
                     client.capability()
             with acq.measure("tls"):
                 tls = _starttls(client, ctx, target.mail_hostname)
-        acq.values.update(session_values(tls))
-        if not client.capabilities:
-            with acq.measure("capability"):
-                client.capability()
-        acq.values["capabilities"] = sorted(client.capabilities)
+        session_ready(client, tls, acq)
     except BaseException:
         conn.close()
         raise
     return client
+
+
+def session_ready(client: ImapClient, tls: ssl.SSLSocket, acq: Acquisition) -> None:
+    """After TLS and the greeting: the session's TLS facts and the capabilities."""
+    acq.values.update(session_values(tls))
+    if not client.capabilities:
+        with acq.measure("capability"):
+            client.capability()
+    acq.values["capabilities"] = sorted(client.capabilities)
 
 
 def _handshake(conn: Connection, ctx: ssl.SSLContext, hostname: str) -> ssl.SSLSocket:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 from checks.base import Acquisition, ProbeFailure, Verdict, run
@@ -24,7 +25,6 @@ from checks.result import ProbeResult, Status
 from checks.smtp import SmtpClient
 from checks.target import Deadline, ProbeOptions, Target
 from checks.tlsinfo import (
-    CertInfo,
     earliest,
     hostname_matches,
     served_chain,
@@ -76,7 +76,8 @@ def handshake(
     return conn, tls
 
 
-def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition) -> None:
+def describe(target: Target, options: ProbeOptions, acq: Acquisition) -> Path | None:
+    """What is looked at (service, port, name, trust anchor) into ``acq``; the CA bundle."""
     service = options.tls_service
     if service not in SERVICES:
         raise ProbeFailure(f"tls_service must be one of {', '.join(SERVICES)}", Status.UNKNOWN)
@@ -89,21 +90,22 @@ def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acqu
             "ca_bundle": str(ca) if ca else "system",
         }
     )
-    verified: list[CertInfo] = []
-    try:
-        conn, tls = handshake(target, service, tls_context(ca, verify=True), deadline, acq)
-        verify_error = ""
-    except ssl.SSLCertVerificationError as exc:
-        verify_error = str(exc.verify_message or exc.reason or exc)
-        # Fetch the certificates without verification: the dates must still be known.
-        conn, tls = handshake(target, service, tls_context(None, verify=False), deadline, acq)
-    try:
-        served = served_chain(tls)
-        if not verify_error:
-            verified = verified_chain(tls)
-        acq.values.update(session_values(tls))
-    finally:
-        conn.close()
+    return ca
+
+
+def verify_error_of(exc: ssl.SSLCertVerificationError) -> str:
+    return str(exc.verify_message or exc.reason or exc)
+
+
+def analyse(tls: ssl.SSLSocket, target: Target, verify_error: str, acq: Acquisition) -> None:
+    """The certificate facts of a finished handshake into ``acq`` (the connection stays open).
+
+    ``verify_error`` is empty when the handshake verified the chain (then the
+    verified path is known too).
+    """
+    served = served_chain(tls)
+    verified = verified_chain(tls) if not verify_error else []
+    acq.values.update(session_values(tls))
     acq.values["chain_verified"] = not verify_error
     acq.values["verify_error"] = verify_error
     acq.values["served_certs"] = [c.to_dict() for c in served]
@@ -122,6 +124,31 @@ def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acqu
                 "hostname_match": hostname_matches(target.mail_hostname, leaf),
             }
         )
+
+
+def acquire_unverified(
+    target: Target, service: str, deadline: Deadline, verify_error: str, acq: Acquisition
+) -> None:
+    """After a failed verification: fetch the certificates anyway, the dates must be known."""
+    conn, tls = handshake(target, service, tls_context(None, verify=False), deadline, acq)
+    try:
+        analyse(tls, target, verify_error, acq)
+    finally:
+        conn.close()
+
+
+def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition) -> None:
+    ca = describe(target, options, acq)
+    service = options.tls_service
+    try:
+        conn, tls = handshake(target, service, tls_context(ca, verify=True), deadline, acq)
+    except ssl.SSLCertVerificationError as exc:
+        acquire_unverified(target, service, deadline, verify_error_of(exc), acq)
+        return
+    try:
+        analyse(tls, target, "", acq)
+    finally:
+        conn.close()
 
 
 def judge_for(options: ProbeOptions, now: float | None = None) -> Any:

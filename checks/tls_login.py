@@ -1,0 +1,153 @@
+"""``tls`` and ``imap_login`` on one IMAPS connection: one handshake per target, not two.
+
+A host watched with both checks on the same implicit-TLS port pays for two
+full TLS handshakes per sweep when they run apart — and the handshake is
+most of a probe's CPU (bench/README.md). Here one connection does the
+``tls`` check's work (verified handshake, chain, expiry) and then the
+``imap_login`` check's (greeting, capabilities, login, logout), and two
+results come back under the two check names, with the values, phases and
+errors each probe gives alone:
+
+* no connection, or a failed handshake: both fail with the same words;
+* an untrusted or expired certificate: ``imap_login`` fails as it does alone
+  ("TLS certificate not accepted: ..."), ``tls`` fetches the certificates
+  without verification on a second connection, as it does alone;
+* login refused, or a broken IMAP server behind good TLS: ``tls`` is judged
+  on its own, only ``imap_login`` fails.
+
+Both share one deadline: the ``imap_login`` probe alone already does the
+handshake within its deadline, and the ``tls`` part only adds local work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from checks import imap, tls
+from checks.base import Acquisition, ProbeFailure, Verdict
+from checks.net import Connection, tls_context
+from checks.result import ProbeResult, Status
+from checks.target import Deadline, ProbeOptions, Target
+
+CHECKS = (tls.CHECK, imap.CHECK)
+SERVICE = "imaps"
+
+
+def shares_connection(options: ProbeOptions) -> bool:
+    """Do both checks look at the same implicit-TLS service (so one connection does)?"""
+    return options.tls_service == SERVICE and options.imap_service == SERVICE
+
+
+class _Part:
+    """One of the two results: its own scratch space, judged as ``checks.base.run`` does."""
+
+    def __init__(self, check: str, target: Target, started_at: float, start: float) -> None:
+        self.check = check
+        self.target = target
+        self.started_at = started_at
+        self.start = start
+        self.acq = Acquisition()
+        self.result: ProbeResult | None = None
+
+    def run(self, acquire: Callable[[Acquisition], None],
+            judge: Callable[[dict[str, Any]], Verdict]) -> None:
+        try:
+            acquire(self.acq)
+            verdict = judge(self.acq.values)
+        except ProbeFailure as failure:
+            verdict = Verdict(failure.status, failure.message)
+        except Exception as exc:  # a bug must not take the other result down
+            verdict = _bug(exc)
+        self.end(verdict)
+
+    def end(self, verdict: Verdict) -> None:
+        if self.result is not None:
+            return
+        self.acq.phases["total"] = time.monotonic() - self.start
+        self.result = ProbeResult(
+            check=self.check,
+            target=self.target.name,
+            success=verdict.status in (Status.OK, Status.WARNING),
+            status=verdict.status,
+            phases=self.acq.phases,
+            values=self.acq.values,
+            error=verdict.message,
+            started_at=self.started_at,
+        )
+
+
+def _bug(exc: Exception) -> Verdict:
+    return Verdict(Status.UNKNOWN, f"probe error: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _measure(phase: str, *parts: _Part) -> Iterator[None]:
+    """Time one phase both results went through (each alone would have timed its own)."""
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        took = time.monotonic() - start
+        for part in parts:
+            part.acq.phases[phase] = part.acq.phases.get(phase, 0.0) + took
+
+
+def probe(target: Target, options: ProbeOptions,
+          deadline: Deadline) -> tuple[ProbeResult, ProbeResult]:
+    """The ``tls`` and the ``imap_login`` results, from one connection when they can share it."""
+    try:
+        if not shares_connection(options):
+            raise ProbeFailure("not on one service")
+        # imap_login fails without touching the network when it has no account: alone, then.
+        imap.secret_for(target, options.mechanism.upper())
+    except ProbeFailure:
+        return tls.probe(target, options, deadline), imap.probe(target, options, deadline)
+    started_at = time.time()
+    start = time.monotonic()
+    cert = _Part(tls.CHECK, target, started_at, start)
+    login = _Part(imap.CHECK, target, started_at, start)
+    conn: Connection | None = None
+    try:
+        ca = tls.describe(target, options, cert.acq)
+        port = target.port(SERVICE)
+        login.acq.values.update({"service": SERVICE, "port": port})
+        with _measure("connect", cert, login):
+            conn = Connection.open(target.address, port, deadline)
+        try:
+            with _measure("tls", cert, login):
+                sock = conn.start_tls(tls_context(ca, verify=True), target.mail_hostname)
+        except ssl.SSLCertVerificationError as exc:
+            conn.close()
+            login.end(Verdict(Status.CRITICAL,
+                              f"TLS certificate not accepted: {exc.verify_message}"))
+            error = tls.verify_error_of(exc)
+            cert.run(lambda acq: tls.acquire_unverified(target, SERVICE, deadline, error, acq),
+                     tls.judge_for(options))
+        else:
+            cert.run(lambda acq: tls.analyse(sock, target, "", acq), tls.judge_for(options))
+            login.run(lambda acq: _log_in(imap.ImapClient(conn), sock, target, options, acq),
+                      imap.judge)
+    except ProbeFailure as failure:  # no connection, no handshake: neither check got anywhere
+        for part in (cert, login):
+            part.end(Verdict(failure.status, failure.message))
+    except Exception as exc:
+        for part in (cert, login):
+            part.end(_bug(exc))
+    finally:
+        if conn is not None:
+            conn.close()
+    assert cert.result is not None and login.result is not None
+    return cert.result, login.result
+
+
+def _log_in(client: imap.ImapClient, sock: ssl.SSLSocket, target: Target, options: ProbeOptions,
+            acq: Acquisition) -> None:
+    with acq.measure("greeting"):
+        client.greeting()
+    imap.session_ready(client, sock, acq)
+    imap.login(client, target, options, acq)
+    client.logout()
