@@ -229,11 +229,15 @@ class LocalDovecot:
         return self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL the master (a crash); its children lose their parent and exit."""
+        """SIGKILL the master (a crash); its children lose their parent and exit.
+
+        Returns once nothing listens any more (a login process may accept for a few
+        ms after its master died)."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
+        _wait_ports_closed(self.addresses[:1], self.port, 5)
 
     def stop(self) -> None:
         if self.process.poll() is None:

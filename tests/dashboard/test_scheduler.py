@@ -163,3 +163,106 @@ def test_the_mesh_runs_n_rotating_pairs_per_sweep_and_keeps_each_pair(tmp_path: 
     assert mesh.labels == {"source": "mx1"}
     success = next(s for s in samples if s.name == "mailfleet_probe_success")
     assert success.labels == {"check": "sync_mesh", "source": "mx1"}
+
+
+def test_probes_run_on_a_bounded_pool_of_reused_threads_that_ends_with_the_sweep(
+    tmp_path: Path,
+) -> None:
+    threads: set[int] = set()
+    lock = threading.Lock()
+
+    def quick(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+        with lock:
+            threads.add(threading.get_ident())
+        time.sleep(0.002)
+        return ProbeResult(check="quick", target=target.name, success=True)
+
+    hosts = [host(f"mx{i}", 1, ("quick", "quick")) for i in range(100)]
+    store = ResultStore(tmp_path / "r.db")
+    before = set(threading.enumerate())
+    sched = Scheduler(lambda: hosts, store, probes={"quick": quick}, interval=30,
+                      concurrency=6)
+    sweep = sched.sweep()
+    assert sweep.probes == 200 and sweep.failures == 0
+    assert len(store.latest()) == 100  # two results of one check per host: the latest each
+    assert len(store.history("mx7", "quick")) == 2
+    assert 1 <= len(threads) <= 6, "a thread per probe, or more threads than the concurrency"
+    assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("probe-")]
+
+
+def test_results_are_written_in_batches_yet_promptly(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    writes: list[int] = []
+    record_many = store.record_many
+
+    def counting(items):  # type: ignore[no-untyped-def]
+        items = list(items)
+        writes.append(len(items))
+        record_many(items)
+
+    store.record_many = counting  # type: ignore[method-assign]
+
+    def quick(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+        time.sleep(0.001)
+        return ProbeResult(check="quick", target=target.name, success=True)
+
+    hosts = [host(f"mx{i}", 1, ("quick",)) for i in range(300)]
+    Scheduler(lambda: hosts, store, probes={"quick": quick}, interval=30,
+              concurrency=8).sweep()
+    assert sum(writes) == 300
+    assert len(writes) < 300 / 4, f"{len(writes)} transactions for 300 results"
+
+
+def test_a_hosts_result_is_stored_before_its_next_probe_starts(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    seen_before: list[int] = []
+    lock = threading.Lock()
+
+    def counted(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+        with lock:
+            seen_before.append(len(store.history(target.name)))
+        return ProbeResult(check="counted", target=target.name, success=True)
+
+    hosts = [host("mx1", 1, ("counted",) * 5)]
+    Scheduler(lambda: hosts, store, probes={"counted": counted}, interval=30,
+              per_host=1).sweep()
+    assert seen_before == [0, 1, 2, 3, 4]
+
+
+def test_a_hung_probe_frees_its_slot_for_a_new_worker_at_its_deadline(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    probes = {**TEST_PROBES, "quick": lambda t, o, d: ProbeResult("quick", t.name, True)}
+    hosts = [host("buggy", 1, ("hung",), timeout=0.3)]
+    hosts += [host(f"mx{i}", 1, ("quick",)) for i in range(20)]
+    # One slot: the hung probe takes it first; everything else runs once it is abandoned.
+    sched = Scheduler(lambda: hosts, store, probes=probes, interval=30, concurrency=1,
+                      grace=0.2)
+    before = set(threading.enumerate())
+    t0 = time.monotonic()
+    sweep = sched.sweep()
+    assert time.monotonic() - t0 < 1.5
+    assert sweep.probes == 21 and sweep.failures == 1
+    latest = {r.host: r for r in store.latest()}
+    assert all(latest[f"mx{i}"].success for i in range(20))
+    assert "did not return within its 0.3 s deadline" in latest["buggy"].error
+    stuck = [t for t in set(threading.enumerate()) - before if t.name.startswith("probe-")]
+    assert len(stuck) == 1, "only the worker stuck in the hung probe is left"
+    assert sched.stranded == 1
+    stuck[0].join(6)  # the hung probe returns after 5 s; its worker then ends
+    assert not stuck[0].is_alive() and sched.stranded == 0
+
+
+def test_threads_stuck_in_hung_probes_are_bounded(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "r.db")
+    hosts = [host(f"buggy{i}", 1, ("hung",), timeout=0.2) for i in range(4)]
+    before = threading.active_count()
+    sched = Scheduler(lambda: hosts, store, probes=TEST_PROBES, interval=30, concurrency=1,
+                      grace=0.1, max_stranded=2)
+    t0 = time.monotonic()
+    sweep = sched.sweep()
+    assert time.monotonic() - t0 < 1.5
+    assert sweep.failures == 4
+    assert threading.active_count() - before <= 2  # never more threads than the cap
+    errors = sorted(r.error for r in store.latest())
+    assert sum("did not return within" in e for e in errors) == 2
+    assert sum(e.startswith("not probed: 2 probe threads are still stuck") for e in errors) == 2
