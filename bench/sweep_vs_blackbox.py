@@ -9,7 +9,8 @@ addresses. Each tool probes every target once with the same concurrency budget:
 - mailfleet: one ``Scheduler.sweep()`` (the code ``mailfleet serve`` runs,
   results into a real SQLite store) over N inventory hosts, each with the
   ``tls`` check (full handshake, chain analysis, expiry) and ``imap_login``
-  (greeting, capabilities, AUTHENTICATE PLAIN, LOGOUT): more work per target.
+  (greeting, capabilities, AUTHENTICATE PLAIN, LOGOUT): more work per target,
+  on one connection (checks/tls_login.py), two results per target.
 
 Each tool runs as a child process of this one, one after the other; measured:
 wall time of the sweep, CPU seconds of the tool's process during the sweep
@@ -22,7 +23,9 @@ printed last.
 
 Variants (``--variants``): ``full`` (tls + imap_login), ``login`` (imap_login
 only: the same work as blackbox), with ``+ctx`` / ``+resume`` tunings from
-bench/tuning.py (prototypes of fixes proposed for checks/).
+bench/tuning.py (prototypes of fixes proposed for checks/). ``--profile`` is
+cProfile of the sweeping thread only: the probes run on worker threads, so
+profile them with ``py-spy record --gil`` (Python) or without ``--gil``.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from bench.localmail import HOSTNAME, PASSWORD, USER, loopback_addresses, runnin
 from bench.measure import cpu_seconds, ratio, self_cpu, status_kib, tree_cpu, wait_usage
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
-DEFAULT_VARIANTS = "full,login,onecon+certs+pool+batch"
+DEFAULT_VARIANTS = "full,login"
 ROOT = Path(__file__).resolve().parent.parent
 
 BLACKBOX_CONFIG = """\

@@ -21,16 +21,21 @@ patches the live modules and can be turned on by name (``--tune ctx,resume``).
             threads instead of one new thread per probe.
 ``batch``   results are written to SQLite in batches (one transaction per
             ~100 results or 0.2 s) instead of one transaction per result.
+
+``certs``, ``pool``, ``batch`` and ``onecon`` are in the product now
+(checks/tlsinfo.py, dashboard/scheduler.py, checks/tls_login.py): the bench's
+``full`` variant includes them, and ``pool`` and ``batch`` are no-ops kept so
+old command lines still run (the scheduler no longer starts a thread per probe
+nor calls ``ResultStore.record``; their prototypes are in git history, commit
+156ecdc). ``onecon`` still measures the old prototype (one ``imaps`` result per
+target).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import ssl
 import threading
-import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -185,81 +190,13 @@ def imaps_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> Pr
     return run("imaps", target, acquire, judge)
 
 
-class _PooledThread:
-    """Stands in for threading.Thread in dashboard.scheduler: runs on a shared pool."""
-
-    pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-    def __init__(self, target: Callable[..., object], args: tuple[object, ...] = (),
-                 daemon: bool = True, name: str = "") -> None:
-        self._target, self._args = target, args
-
-    def start(self) -> None:
-        if _PooledThread.pool is None:
-            _PooledThread.pool = concurrent.futures.ThreadPoolExecutor(64)
-        _PooledThread.pool.submit(self._target, *self._args)
-
-
-def tune_pool() -> None:
-    import dashboard.scheduler
-
-    shim = types.SimpleNamespace(**{k: getattr(threading, k) for k in dir(threading)
-                                    if not k.startswith("__")})
-    shim.Thread = _PooledThread
-    dashboard.scheduler.threading = shim  # type: ignore[attr-defined]
-    # The scheduler's own loop thread must stay a real thread.
-    import dashboard.scheduler as sched
-
-    original_start = sched.Scheduler.start
-
-    def start(self: sched.Scheduler) -> None:
-        sched.threading = threading  # type: ignore[attr-defined]
-        try:
-            original_start(self)
-        finally:
-            sched.threading = shim  # type: ignore[attr-defined]
-
-    sched.Scheduler.start = start  # type: ignore[method-assign]
-
-
-def tune_batch() -> None:
-    from dashboard.store import ResultStore
-
-    original = ResultStore.record
-    queues: dict[int, list[tuple[str, ProbeResult]]] = {}
-    lock = threading.Lock()
-    last_flush = [time.monotonic()]
-
-    def record(self: ResultStore, host: str, result: ProbeResult) -> None:
-        with lock:
-            q = queues.setdefault(id(self), [])
-            q.append((host, result))
-            if len(q) < 100 and time.monotonic() - last_flush[0] < 0.2:
-                return
-            items, queues[id(self)] = q, []
-            last_flush[0] = time.monotonic()
-        self.record_many(items)
-
-    def flush(self: ResultStore) -> None:
-        with lock:
-            items, queues[id(self)] = queues.get(id(self), []), []
-        if items:
-            self.record_many(items)
-
-    original_sweep = ResultStore.record_sweep
-
-    def record_sweep(self: ResultStore, sweep: object) -> None:
-        flush(self)
-        original_sweep(self, sweep)  # type: ignore[arg-type]
-
-    del original
-    ResultStore.record = record  # type: ignore[method-assign]
-    ResultStore.record_sweep = record_sweep  # type: ignore[method-assign]
+def _in_the_product() -> None:
+    pass
 
 
 TUNINGS: dict[str, Callable[[], None]] = {
-    "ctx": tune_ctx, "resume": tune_resume, "certs": tune_certs, "pool": tune_pool,
-    "batch": tune_batch, "onecon": lambda: None,
+    "ctx": tune_ctx, "resume": tune_resume, "certs": tune_certs, "pool": _in_the_product,
+    "batch": _in_the_product, "onecon": lambda: None,
 }
 
 
