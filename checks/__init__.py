@@ -10,10 +10,38 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from checks import dns, imap, port, quota, server, smtp, sync, tls
+from checks import dns, imap, port, quota, server, smtp, tls
 from checks.base import Probe
 from checks.result import ProbeResult, Status
 from checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
+
+
+def sync_unavailable(check: str, target: Target) -> ProbeResult | None:
+    """An UNKNOWN result saying why, when ``checks.sync`` cannot be imported here.
+
+    The sync probe needs imapclient; a watcher that lacks it (Debian 12 has no
+    package of it) still runs every other check instead of failing to start.
+    """
+    try:
+        from checks import sync  # noqa: F401
+    except ImportError as exc:
+        return ProbeResult(
+            check=check, target=target.name, success=False, status=Status.UNKNOWN,
+            error=f"the {check} check needs the Python package imapclient on the watching "
+                  f"host ({exc}); install it (pip install imapclient) or drop the check",
+        )
+    return None
+
+
+def _sync_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+    """``checks.sync.probe``, imported when first used (see ``sync_unavailable``)."""
+    missing = sync_unavailable("sync", target)
+    if missing is not None:
+        return missing
+    from checks import sync
+
+    return sync.probe(target, options, deadline)
+
 
 PROBES: Mapping[str, Probe] = MappingProxyType(
     {
@@ -24,7 +52,7 @@ PROBES: Mapping[str, Probe] = MappingProxyType(
         "quota": quota.probe,
         "dns": dns.probe,
         "server": server.probe,
-        "sync": sync.probe,
+        "sync": _sync_probe,
     }
 )
 

@@ -45,6 +45,7 @@ from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from checks.base import Acquisition, ProbeFailure, Verdict, run, worst
+from checks.mesh import mesh_round as mesh_round  # re-exported: sync.mesh_round
 from checks.result import ProbeResult, Status
 from checks.target import CredentialsError, Deadline, ProbeOptions, Target
 
@@ -585,18 +586,4 @@ def probe_pair(
 
     return run("sync", mailbox, acquire, judge)
 
-
-def mesh_round(names: Sequence[str], round_no: int) -> list[tuple[str, str]]:
-    """The (source, destination) pairs to probe in round ``round_no``.
-
-    N pairs per round (O(N) probes per interval); round r pairs each host i
-    with host i + 1 + (r mod (N-1)), so every ordered pair of distinct hosts
-    comes up once every N-1 rounds and each host sends and receives one probe
-    per round.
-    """
-    n = len(names)
-    if n < 2:
-        return []
-    offset = 1 + round_no % (n - 1)
-    return [(names[i], names[(i + offset) % n]) for i in range(n)]
 

@@ -19,7 +19,7 @@ Probes are looked up by name in a table (``checks.PROBES`` by default), each
 The fleet mesh (check ``sync_mesh``) is not per host but per pair: hosts that
 list it submit a message on one host and measure it arriving in another's
 mailbox over the real MX path. Each sweep runs one round of
-``checks.sync.mesh_round`` (N pairs for N hosts, every ordered pair once every
+``checks.mesh.mesh_round`` (N pairs for N hosts, every ordered pair once every
 N-1 sweeps); a pair's result is stored on its destination as
 ``sync_mesh:<source>``, so the latest of every pair stays visible.
 """
@@ -35,7 +35,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from checks import imap, sync, tls, tls_login
+from checks import imap, sync_unavailable, tls, tls_login
+from checks.mesh import mesh_round
 from checks.result import ProbeResult, Status
 from checks.target import Deadline, ProbeOptions, Target
 from dashboard.store import ResultStore, Sweep
@@ -178,6 +179,17 @@ def _pair_values(job: _Job) -> dict[str, str]:
     if job.source is None:
         return {}
     return {"kind": "mesh", "source": job.source.name, "destination": job.host.name}
+
+
+def _sync_probe_pair(source: Target, mailbox: Target, options: ProbeOptions,
+                     deadline: Deadline) -> ProbeResult:
+    """``checks.sync.probe_pair``, imported when the mesh first runs (it needs imapclient)."""
+    missing = sync_unavailable(MESH_CHECK, mailbox)
+    if missing is not None:
+        return missing
+    from checks import sync
+
+    return sync.probe_pair(source, mailbox, options, deadline)
 
 
 class _SweepRun:
@@ -382,7 +394,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
-        self.pair_probe: PairProbe = pair_probe or sync.probe_pair
+        self.pair_probe: PairProbe = pair_probe or _sync_probe_pair
         self._mesh_round = 0
 
     @property
@@ -488,9 +500,9 @@ class Scheduler:
         return jobs
 
     def _mesh_jobs(self, hosts: Sequence[WatchedHost]) -> list[_Job]:
-        """This sweep's round of the mesh: O(N) pairs, rotating (checks.sync.mesh_round)."""
+        """This sweep's round of the mesh: O(N) pairs, rotating (checks.mesh.mesh_round)."""
         members = {h.name: h for h in hosts if MESH_CHECK in h.checks}
-        pairs = sync.mesh_round(sorted(members), self._mesh_round)
+        pairs = mesh_round(sorted(members), self._mesh_round)
         if pairs:
             self._mesh_round += 1
         return [
