@@ -320,7 +320,8 @@ def watch_for_tag(
 
     ``poller`` (a selected session, ``exists`` messages at the start) sends NOOP
     every POLL_INTERVAL (every 0.1 s after the first 2 s): the first NOOP that
-    shows the tagged message bounds the moment the server made it visible.
+    shows the tagged message bounds the moment the server made it visible (taken
+    as the middle of that NOOP's round trip).
     ``idler`` (already in IDLE) times the EXISTS push. Dovecot batches change
     notifications (0.5 s in 2.3), which is why the two differ.
     """
@@ -345,11 +346,16 @@ def watch_for_tag(
             time.sleep(pause)
         if visible_mono is None and not deadline.expired:
             _set_timeout(poller, deadline, "polling")
+            asked_mono, asked_at = time.monotonic(), time.time()
             _, responses = poller.noop()
             count = _exists_count(responses)
             if count is not None and count > exists:
                 exists = count
-                mono, at = time.monotonic(), time.time()
+                # The server answered this NOOP somewhere between our send and our
+                # receipt: the midpoint, so a loaded network or client does not add
+                # its whole round trip to the latency.
+                mono = (asked_mono + time.monotonic()) / 2
+                at = (asked_at + time.time()) / 2
                 uids = find_tagged(poller, tag)
                 if uids:
                     visible_mono, visible_at, uid = mono, at, uids[0]
