@@ -136,7 +136,13 @@ def test_a_daemon_killed_during_a_burst_loses_and_duplicates_nothing(
     thread = threading.Thread(target=burst)
     thread.start()
     try:
-        time.sleep(1.5)  # the burst is under way
+        # The burst is under way: some of it is delivered already (a loaded machine
+        # may take seconds just to start the sender).
+        deadline = time.monotonic() + 60
+        while sum(delivered(fleet, receiver.name, maildir, tag).values()) < 5:
+            assert time.monotonic() < deadline and thread.is_alive(), "the burst did not start"
+            time.sleep(0.2)
+        before_kill = sum(delivered(fleet, receiver.name, maildir, tag).values())
         sh(fleet, receiver.name, f"kill -9 $(cat {MASTER_PID[service]})")
         time.sleep(2.0)  # an outage, while the burst goes on
     finally:
@@ -146,9 +152,10 @@ def test_a_daemon_killed_during_a_burst_loses_and_duplicates_nothing(
     assert not thread.is_alive(), "the burst did not end"
     report = json.loads(outcome["proc"].stdout)
     accepted, failed = report["accepted"], report["failed"]
-    # The kill happened during the burst: messages were accepted before and after it.
-    assert len(accepted) + len(failed) == BURST, report["errors"]
-    assert accepted and accepted[0] < BURST // 4 and accepted[-1] > BURST // 2, report["errors"]
+    # The kill happened during the burst: mail was delivered before it and the burst
+    # went on well past it. (A loaded machine may not send all BURST within the
+    # sender's 150 s: what it sent is what is counted.)
+    assert len(accepted) > before_kill + 50, (before_kill, len(accepted), report["errors"])
     wait_for_empty_queue(fleet, receiver.name)
     counts = delivered(fleet, receiver.name, maildir, tag)
     twice = sorted(i for i, n in counts.items() if n > 1)
