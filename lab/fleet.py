@@ -351,6 +351,31 @@ class Lab:
         except PodmanError as exc:
             raise LabError(str(exc)) from None
 
+    def ssh(
+        self, host: str | LabHost, command: str, *, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``command`` as root over SSH, as Ansible and an admin reach a host.
+
+        Start daemons this way, not with ``exec``: a Dovecot started from a podman
+        exec session ends its clients' sessions on a reload that changes its
+        configuration (seen with a renewed certificate); started over SSH it keeps
+        them, as on a real host. A daemon started this way must not keep the
+        session's output open (``</dev/null >/dev/null 2>&1``), or ssh waits for it.
+        """
+        h = host if isinstance(host, LabHost) else self.host(host)
+        cfg = self.config
+        argv = [
+            "ssh", "-i", str(cfg.ssh_key), "-o", f"UserKnownHostsFile={cfg.known_hosts}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=10", f"root@{h.address}", command,
+        ]
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise LabError(f"ssh {h.name} {command!r} failed ({proc.returncode}): "
+                           f"{proc.stderr.decode(errors='replace').strip()}")
+        return proc
+
 
 def describe_error(exc: Exception) -> str:
     if isinstance(exc, LabConfigError | LabError | PodmanError | daemons.DaemonError):
