@@ -329,6 +329,57 @@ def result_view(r: StoredResult) -> dict[str, Any]:
     }
 
 
+def _age(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "nothing queued"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def server_view(server: StoredResult | None) -> dict[str, Any] | None:
+    """The ``server`` check's inside view (checks/SERVER.md) for the host page."""
+    if server is None:
+        return None
+    v = server.values
+    queues = v.get("queue_messages") or {}
+    filesystems = []
+    for path, fs in sorted((v.get("filesystems") or {}).items()):
+        if not isinstance(fs, Mapping):
+            continue
+        ratio = fs.get("free_ratio")
+        filesystems.append({
+            "path": path,
+            "free_percent": round(100 * ratio, 1) if isinstance(ratio, int | float) else None,
+            "free_bytes": fs.get("free_bytes"),
+            "free_inodes_percent": (round(100 * fs["free_inodes_ratio"], 1)
+                                    if isinstance(fs.get("free_inodes_ratio"), int | float)
+                                    else None),
+        })
+    return {
+        "status": server.status.label,
+        "error": server.error,
+        "ssh_error": v.get("ssh_error") or "",
+        "queues": {q: queues[q] for q in sorted(queues)},
+        "oldest": _age(v.get("queue_oldest_seconds")),
+        "deferral_reasons": [
+            {"reason": str(r.get("reason", "")), "count": r.get("count", 0)}
+            for r in v.get("deferral_reasons") or [] if isinstance(r, Mapping)
+        ],
+        "sessions": v.get("dovecot_sessions"),
+        "sessions_by_protocol": dict(v.get("dovecot_sessions_by_protocol") or {}),
+        "services": dict(v.get("services") or {}),
+        "filesystems": filesystems,
+        "cert_file": v.get("cert_file") or "",
+        "cert_file_not_after": v.get("cert_file_not_after"),
+        "cert_reload_pending": dict(v.get("cert_reload_pending_by_service") or {}),
+        "command_errors": dict(v.get("command_errors") or {}),
+        "checked_at": server.started_at,
+    }
+
+
 def certificate(tls: StoredResult | None, now: float) -> dict[str, Any] | None:
     if tls is None:
         return None

@@ -110,6 +110,7 @@ def host(
         ],
         "certificate": model.certificate(checks.get("tls"), now),
         "dns": model.dns_findings(checks.get("dns")),
+        "server": model.server_view(checks.get("server")),
         "mesh": _mesh(mon, watched.name, names, now),
     }
     if with_history:

@@ -137,6 +137,46 @@ def test_a_failed_mesh_pair_shows_in_the_mesh_not_as_the_hosts_own_health(
     store.close()
 
 
+def test_host_page_shows_the_inside_view_of_the_server_check(tmp_path: Path) -> None:
+    import time
+
+    from checks.result import ProbeResult, Status
+
+    hosts = make_hosts(2)
+    app = create_app({"TESTING": True, "MAILFLEET_HOSTS": hosts,
+                      "MAILFLEET_DB": str(tmp_path / "server.sqlite3")})
+    store = app.extensions["mailfleet"].store
+    fill_store(store, hosts, sweeps=1, mesh=False)
+    values = {  # as checks/server reports them (checks/SERVER.md)
+        "commands_run": 5,
+        "queue_messages": {"active": 0, "deferred": 12, "hold": 0, "incoming": 0,
+                           "maildrop": 0},
+        "queue_oldest_seconds": 5400.0,
+        "deferral_reasons": [{"reason": "connect to mx.example.net[192.0.2.7]:25: "
+                                        "Connection timed out <script>", "count": 12}],
+        "dovecot_sessions": 7, "dovecot_sessions_by_protocol": {"imap": 7},
+        "services": {"postfix": True, "dovecot": False},
+        "filesystems": {"/var/vmail": {"size_bytes": 100, "free_bytes": 4, "free_ratio": 0.04,
+                                       "inodes": 10, "free_inodes": 5,
+                                       "free_inodes_ratio": 0.5}},
+        "cert_file": "/etc/ssl/mailfleet/fullchain.pem", "cert_file_not_after": 1.9e9,
+        "cert_reload_pending_by_service": {"imaps": True},
+    }
+    store.record("mx1", ProbeResult("server", "mx1", False, Status.CRITICAL, {"total": 0.4},
+                                    values, "dovecot is not running", time.time()))
+    page = app.test_client().get("/hosts/mx1").get_data(as_text=True)
+    section = page.split('<section id="server">', 1)[1].split("</section>", 1)[0]
+    assert "dovecot down" in section and "postfix up" in section
+    assert "deferred 12" in section and "90 min" in section  # queue and oldest age
+    assert "Connection timed out &lt;script&gt;" in section  # remote text, escaped
+    assert "4.0 %" in section and "/var/vmail" in section
+    assert "imaps serves an older one: reload" in section
+    assert "7" in section and "dovecot is not running" in section
+    assert '<section id="server">' not in app.test_client().get("/hosts/mx2").get_data(
+        as_text=True)  # no server check there, no section
+    store.close()
+
+
 @pytest.mark.parametrize("path", ["/hosts/nope", "/hosts/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
                                   "/hosts/..%2F..%2Fetc%2Fpasswd", "/no/such/page"])
 def test_unknown_host_is_a_404_page_without_a_trace(client: FlaskClient, path: str) -> None:
