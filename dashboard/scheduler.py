@@ -124,7 +124,6 @@ class SchedulerStats:
     abandoned: int = 0
     probes: collections.Counter[str] = field(default_factory=collections.Counter)
     errors: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
-    in_flight: int = 0
 
     def snapshot(self) -> SchedulerStats:
         with self.lock:
@@ -137,7 +136,6 @@ class SchedulerStats:
                 abandoned=self.abandoned,
                 probes=collections.Counter(self.probes),
                 errors=collections.Counter(self.errors),
-                in_flight=self.in_flight,
             )
 
 
