@@ -5,7 +5,8 @@ Each request reads the store's ``latest`` table without decoding anything
 only results it has not seen yet, and rebuilds only the rows whose results
 changed (or whose minute turned: certificate days and "ago" texts move with
 time). A row is kept as its dictionary, its JSON and its HTML, so ``/`` and
-``/api/fleet`` mostly join strings that are already made.
+``/api/fleet`` mostly join strings that are already made. Results of mesh pairs
+(``sync_mesh:<source>``, up to n*(n-1) of them) are left out: no row shows them.
 
 Reads go through this module's own read-only SQLite connection (see
 ``history._connection``); an in-memory store (tests) falls back to
@@ -23,6 +24,7 @@ from typing import Any
 from markupsafe import Markup
 
 from checks.result import Status
+from dashboard.scheduler import is_mesh_check
 from dashboard.store import ResultStore, StoredResult
 from dashboard.targets import WatchedHost
 from dashboard.web import model
@@ -94,6 +96,8 @@ class FleetCache:
         if conn is None:
             by_host: dict[str, dict[str, StoredResult]] = {}
             for r in store.latest():
+                if is_mesh_check(r.check):
+                    continue
                 by_host.setdefault(r.host, {})[r.check] = r
             prints = {h: tuple(sorted(int(r.started_at * 1e6) for r in c.values()))
                       for h, c in by_host.items()}  # no ids here: every start time
@@ -135,6 +139,8 @@ class FleetCache:
         copied: set[str] = set()
         for row in rows:
             rid, host, check, started, success = row[0], row[1], row[2], row[3], bool(row[4])
+            if is_mesh_check(check):
+                continue  # rows never show mesh pairs (the host page reads them itself)
             prev = current.get((host, check))
             last = started if success else (prev[1].last_success_at if prev else None)
             result = _decode(row, last)
@@ -153,7 +159,8 @@ class FleetCache:
         version: int | None,
     ) -> tuple[Snapshot, dict[tuple[str, str], tuple[int, StoredResult]]]:
         """From the ``latest`` table, decoding only results not already known."""
-        index = list(conn.execute(_LATEST_SQL))
+        # Mesh pairs are not part of a row: a fleet of n mesh hosts has up to n*(n-1).
+        index = [r for r in conn.execute(_LATEST_SQL) if not is_mesh_check(r[1])]
         wanted = {rid: last for host, check, rid, last in index
                   if (known.get((host, check)) or (None,))[0] != rid}
         fresh: dict[int, StoredResult] = {}

@@ -307,3 +307,27 @@ def test_the_incremental_fleet_view_equals_a_fresh_one(app: Flask, client: Flask
     row = next(r for r in fresh if r["name"] == "mx9")
     assert row["status"] == "critical" and row["reason"] == "port, smtp: timed out"
     assert row["last_ok_at"] == now + 2  # the last success, carried over the failure after it
+
+
+def test_the_fleet_view_leaves_mesh_pairs_out(app: Flask, client: FlaskClient) -> None:
+    """Mesh pairs (up to n*(n-1) results) are neither decoded nor a reason to rebuild a row."""
+    import time
+
+    from checks.result import ProbeResult, Status
+    from dashboard.web.fleetcache import FleetCache
+
+    store = app.extensions["mailfleet"].store
+    cache = FleetCache()
+    before = cache.latest(store)
+    row_before = next(r for r in client.get("/api/fleet").get_json()["hosts"]
+                      if r["name"] == "mx1")
+    store.record("mx1", ProbeResult("sync_mesh:mx2", "mx1", False, Status.CRITICAL,
+                                    {"total": 5.0}, {"kind": "mesh", "source": "mx2"},
+                                    "no delivery within 5.0 s", time.time()))
+    for snapshot in (cache.latest(store), FleetCache().latest(store)):  # incremental, fresh
+        assert snapshot.version != before.version
+        assert not [c for checks in snapshot.by_host.values() for c in checks
+                    if c.startswith("sync_mesh")]
+        assert snapshot.fingerprints.get("mx1") == before.fingerprints.get("mx1")
+    row = next(r for r in client.get("/api/fleet").get_json()["hosts"] if r["name"] == "mx1")
+    assert row["status"] == row_before["status"]
