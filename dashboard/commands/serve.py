@@ -92,6 +92,17 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def configure_logging() -> None:
+    """INFO for mailfleet's own loggers; only warnings from the chatty libraries."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per scrape
+    # paramiko logs every connection and login at INFO: two lines per host per sweep for
+    # the server check. Its warnings (e.g. a refused host key) still show.
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
@@ -99,10 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from dashboard.monitor import Monitor
     from dashboard.targets import InventoryError
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log per scrape
+    configure_logging()
     from dashboard.security import serve_auth
 
     try:
