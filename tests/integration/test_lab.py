@@ -67,15 +67,10 @@ def test_hosts_answer_ssh_and_ansible(two_host_lab: Lab) -> None:
 
 
 def test_plain_ssh_uses_pinned_host_keys(two_host_lab: Lab) -> None:
-    cfg = two_host_lab.config
-    proc = subprocess.run(
-        ["ssh", "-i", str(cfg.ssh_key), "-o", f"UserKnownHostsFile={cfg.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-         "root@10.77.250.12", "hostname -f"],
-        capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL,
-    )
+    # Lab.ssh: the lab's key, its known_hosts, StrictHostKeyChecking=yes, BatchMode.
+    proc = two_host_lab.ssh("10.77.250.12", "hostname -f", check=False, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "mx2.lab.test"
+    assert proc.stdout.decode().strip() == "mx2.lab.test"
 
 
 def test_lab_dns_resolves_names_addresses_ptr_and_mx(two_host_lab: Lab) -> None:
