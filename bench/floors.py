@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import selectors
 import socket
@@ -45,16 +46,14 @@ FLOORS = ("seq", "threads", "loop")
 
 @dataclass
 class Job:
-    address: str
     sock: socket.socket | ssl.SSLSocket
     state: str = "connect"
     buf: bytes = b""
 
 
-def _read_until(f: object, tag: bytes) -> bytes:
-    readline = f.readline  # type: ignore[attr-defined]
+def _read_until(f: io.BufferedReader, tag: bytes) -> bytes:
     while True:
-        line: bytes = readline()
+        line = f.readline()
         if not line:
             raise ConnectionError("closed")
         if line.startswith(tag):
@@ -165,7 +164,7 @@ def floor_loop(addresses: list[str], port: int, ctx: ssl.SSLContext, auth: bytes
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             sock.connect_ex((pending.pop(), port))
-            sel.register(sock, selectors.EVENT_WRITE, Job("", sock))
+            sel.register(sock, selectors.EVENT_WRITE, Job(sock))
             active += 1
         events = sel.select(10)
         if not events:
