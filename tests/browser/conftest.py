@@ -111,10 +111,16 @@ CHART_INK_JS = """
   const plot = window.mailfleetCharts[name].plot;
   const canvas = plot.ctx.canvas;
   const img = plot.ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-  let ink = 0;  // pixels in the first series' colour (#0b57b8), i.e. drawn data
+  // Every series' colour: a phase that is tiny next to the others runs along the x axis
+  // under the series drawn after it, so the first series alone may show only a few pixels.
+  const colours = plot.series.slice(1).map((s, i) => {
+    const hex = s.stroke(plot, i + 1);
+    return [1, 3, 5].map(k => parseInt(hex.slice(k, k + 2), 16));
+  });
+  let ink = 0;  // pixels in some series' colour, i.e. drawn data
   for (let i = 0; i < img.length; i += 4) {
-    if (Math.abs(img[i] - 11) < 40 && Math.abs(img[i + 1] - 87) < 40 &&
-        Math.abs(img[i + 2] - 184) < 40 && img[i + 3] > 128) ink++;
+    if (img[i + 3] > 128 && colours.some(([r, g, b]) => Math.abs(img[i] - r) < 40 &&
+        Math.abs(img[i + 1] - g) < 40 && Math.abs(img[i + 2] - b) < 40)) ink++;
   }
   return ink;
 }
