@@ -269,7 +269,11 @@ class Lab:
         proxy = f"http://{cfg.gateway}:{cfg.apt_proxy_port}"
         script = (
             "set -e\n"
-            f"echo 'Acquire::http::Proxy \"{proxy}\";'"
+            "printf '%s\\n'"
+            f" 'Acquire::http::Proxy \"{proxy}\";'"
+            # a mirror that stalls behind the proxy: give up on the fetch and retry it
+            # rather than wait on it for as long as the connection stays open
+            " 'Acquire::http::Timeout \"30\";' 'Acquire::Retries \"5\";'"
             " > /etc/apt/apt.conf.d/01mailfleet-lab-proxy\n"
             "ls /etc/ssh/ssh_host_ed25519_key >/dev/null 2>&1 || ssh-keygen -A >/dev/null\n"
             "install -d -m 700 /root/.ssh\n"

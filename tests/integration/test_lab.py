@@ -104,6 +104,13 @@ def test_apt_works_through_the_lab_proxy(two_host_lab: Lab) -> None:
     out = two_host_lab.exec("mx2", ["apt-get", "update", "-q"], timeout=180)
     assert b"10.77.250.1" not in out.stderr
     assert out.returncode == 0
+    # apt as the host sees it: through the gateway, and a stalled fetch is retried
+    # (never waited on for as long as the connection stays open)
+    dump = two_host_lab.exec("mx2", ["apt-config", "dump"]).stdout.decode()
+    proxy = f"http://{two_host_lab.config.gateway}:{two_host_lab.config.apt_proxy_port}"
+    assert f'Acquire::http::Proxy "{proxy}";' in dump
+    assert 'Acquire::http::Timeout "30";' in dump
+    assert 'Acquire::Retries "5";' in dump
 
 
 def test_up_again_changes_nothing(two_host_lab: Lab) -> None:
