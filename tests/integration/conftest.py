@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import itertools
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ ARTIFACTS = ROOT / "artifacts"
 # Under pytest's 900 s: the session's deploy runs site.yml twice in one fixture.
 PLAYBOOK_TIMEOUT = 420
 TASK_TIMEOUT = 240
+_RUNS = itertools.count(1)  # numbers each run's log: two may start in one second
 LOCAL_PARTS = ("alice", "bob")
 
 
@@ -196,7 +198,8 @@ def run_playbook(
         "ANSIBLE_TASK_TIMEOUT": str(TASK_TIMEOUT),
     }
     ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / f"playbook-{Path(playbook).stem}-{time.strftime('%H%M%S')}-{os.getpid()}.log"
+    log = ARTIFACTS / (f"playbook-{Path(playbook).stem}-{time.strftime('%H%M%S')}"
+                       f"-{os.getpid()}-{next(_RUNS)}.log")
     started = time.monotonic()
     with log.open("w+", encoding="utf-8") as out:
         out.write("$ " + " ".join(argv) + "\n")

@@ -2,7 +2,7 @@
 
 CI once lost a whole session to a site.yml that stopped printing and never ended:
 pytest-timeout killed the session with no word of which task hung. These run a
-real ansible-playbook on the controller (localhost), no lab needed.
+real ansible-playbook on the controller (localhost); only the last needs the lab.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.fleet import Lab
 from tests.integration import conftest as runner
 
 SLEEPER = """\
@@ -117,3 +118,15 @@ def test_last_task_reports_the_hosts_that_answered() -> None:
     )
     assert runner.last_task(output) == "TASK [dovecot : Install] (answered: ok: [mx1])"
     assert runner.last_task("PLAY [x] ***\n") == ""
+
+
+def test_diagnostics_keep_every_hosts_processes_and_the_apt_proxy_logs(lab: Lab) -> None:
+    lab.require_up()
+    path = runner.save_diagnostics(lab, "why it was kept", "the run's last words")
+    text = path.read_text()
+    assert text.startswith("# why it was kept\n")
+    assert "the run's last words" in text
+    for h in lab.hosts():
+        section = text.split(f"## ps on {h.name}\n", 1)[1].split("\n## ", 1)[0]
+        assert "init" in section and "sshd" in section, section
+    assert "apt-cacher-ng/log/apt-cacher.log (last 40 lines)" in text
