@@ -30,7 +30,7 @@ from typing import Any
 
 from lab.fleet import Lab
 from lab.hosts import LabHost
-from lab.podman import podman
+from lab.podman import PodmanError, podman
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -181,8 +181,8 @@ def run_playbook(
 ) -> PlaybookRun:
     """Run ``ansible-playbook``; its output goes to ``artifacts/playbook-*.log`` as it runs.
 
-    A run that outlives ``timeout`` is stopped (its whole process group: ansible and
-    its ssh children) and fails the test with the task it was stuck in, instead of
+    A run that outlives ``timeout`` is stopped (ansible and every process under it,
+    see kill_tree) and fails the test with the task it was stuck in, instead of
     leaving pytest-timeout to kill the session with no word of where it hung.
     """
     argv = [str(ROOT / ".venv" / "bin" / "ansible-playbook"), "-i", str(inventory), playbook]
@@ -336,9 +336,13 @@ def save_diagnostics(lab: Lab, why: str, output: str) -> Path:
     """Every host's processes and the apt proxy's logs, next to the run's output."""
     parts = [f"# {why}", "", f"## ansible-playbook (last 6000 characters)\n{output[-6000:]}"]
     for h in lab.hosts():
-        proc = podman(lab.config, ["exec", h.container, "ps", "-eo", "pid,ppid,etime,args"],
-                      check=False, timeout=30)
-        parts.append(f"## ps on {h.name}\n{proc.stdout.decode(errors='replace')}")
+        try:
+            proc = podman(lab.config, ["exec", h.container, "ps", "-eo", "pid,ppid,etime,args"],
+                          check=False, timeout=30)
+            listing = proc.stdout.decode(errors="replace") or proc.stderr.decode(errors="replace")
+        except (PodmanError, subprocess.TimeoutExpired) as exc:  # never hide the first failure
+            listing = f"(could not list: {exc})"
+        parts.append(f"## ps on {h.name}\n{listing}")
     for log in sorted(lab.config.state_dir.glob("apt-cacher-ng*/log/*")) + sorted(
         lab.config.state_dir.glob("apt-cacher-ng.log")
     ):
