@@ -130,3 +130,4 @@ def test_diagnostics_keep_every_hosts_processes_and_the_apt_proxy_logs(lab: Lab)
         section = text.split(f"## ps on {h.name}\n", 1)[1].split("\n## ", 1)[0]
         assert "init" in section and "sshd" in section, section
     assert "apt-cacher-ng/log/apt-cacher.log (last 40 lines)" in text
+    path.unlink()  # artifacts/ keeps only the diagnostics of a real failure
