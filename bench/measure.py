@@ -22,6 +22,33 @@ def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
+def _all_stats() -> dict[int, list[str]]:
+    """``/proc/PID/stat`` fields (after the command name) of every process."""
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stats[int(entry)] = _stat_fields(int(entry))
+        except OSError:
+            continue
+    return stats
+
+
+def process_tree(root: int, stats: dict[int, list[str]] | None = None) -> list[int]:
+    """``root`` and every process under it, by parent PID, parents first; [] when gone."""
+    stats = _all_stats() if stats is None else stats
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    tree, todo = [], [root] if root in stats else []
+    while todo:
+        pid = todo.pop(0)
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds of a process tree: every live descendant, plus what its reaped ones used.
 
@@ -29,26 +56,11 @@ def tree_cpu(root: int) -> float:
     login and imap processes); a worker that exits mid-run and whose parent
     has not reaped it yet is missed.
     """
-    children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = _stat_fields(int(entry))
-        except OSError:
-            continue
-        stats[int(entry)] = fields
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        f = stats.get(pid)
-        if f is None:
-            continue
-        total += sum(int(x) for x in f[11:15]) / TICK  # utime stime cutime cstime
-        todo += children.get(pid, [])
-    return total
+    stats = _all_stats()
+    ticks = sum(  # utime stime cutime cstime
+        sum(int(x) for x in stats[pid][11:15]) for pid in process_tree(root, stats)
+    )
+    return ticks / TICK
 
 
 def status_kib(pid: int, key: str) -> int:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.measure import process_tree
 from lab.fleet import Lab
 from lab.hosts import LabHost
 from lab.podman import PodmanError, podman
@@ -224,31 +225,12 @@ def run_playbook(
     return PlaybookRun(returncode, output, time.monotonic() - started)
 
 
-def _process_tree(root: int) -> list[int]:
-    """``root`` and every process under it, by parent PID (/proc), parents first."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        tree.append(pid)
-        todo += children.get(pid, [])
-    return tree
-
-
 def kill_tree(root: int) -> None:
     """SIGKILL a process and all under it. A process group is not enough: ansible's
     workers call setsid(), so their modules and ssh clients live in sessions of their own.
     Everything is stopped first, so nothing forks or is re-parented while it is killed."""
     for _ in range(3):
-        tree = _process_tree(root)
+        tree = process_tree(root)
         for sig in (signal.SIGSTOP, signal.SIGKILL):
             for pid in tree:
                 with contextlib.suppress(ProcessLookupError):
