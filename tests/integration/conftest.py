@@ -239,15 +239,26 @@ def kill_tree(root: int) -> None:
             return
 
 
+# How ansible's default output starts a task, and how a host's result for it starts.
+TASK_STARTS = ("TASK [", "RUNNING HANDLER [")
+HOST_RESULTS = ("ok: [", "changed: [", "fatal: [", "skipping: [")
+
+
+def _bracketed(line: str) -> str:
+    """``TASK [name]`` of a task line, ``ok: [host]`` of a result line."""
+    return line.split("]", 1)[0] + "]"
+
+
 def last_task(output: str) -> str:
     """The last ``TASK [...]`` (or handler) the output started, and the hosts that answered it."""
-    lines = output.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith(("TASK [", "RUNNING HANDLER ["))]
-    if not starts:
+    head, done = "", []
+    for line in output.splitlines():
+        if line.startswith(TASK_STARTS):
+            head, done = _bracketed(line), []
+        elif head and line.startswith(HOST_RESULTS):
+            done.append(_bracketed(line))
+    if not head:
         return ""
-    head = lines[starts[-1]].split("]", 1)[0] + "]"
-    done = [line.split("]", 1)[0] + "]" for line in lines[starts[-1] + 1 :]
-            if line.startswith(("ok: [", "changed: [", "fatal: [", "skipping: ["))]
     return head + (f" (answered: {', '.join(done)})" if done else " (no host had answered)")
 
 
@@ -325,9 +336,8 @@ def save_diagnostics(lab: Lab, why: str, output: str) -> Path:
         except (PodmanError, subprocess.TimeoutExpired) as exc:  # never hide the first failure
             listing = f"(could not list: {exc})"
         parts.append(f"## ps on {h.name}\n{listing}")
-    for log in sorted(lab.config.state_dir.glob("apt-cacher-ng*/log/*")) + sorted(
-        lab.config.state_dir.glob("apt-cacher-ng.log")
-    ):
+    acng_logs = sorted((lab.config.state_dir / "apt-cacher-ng" / "log").glob("*"))
+    for log in [p for p in [*acng_logs, lab.apt_daemon.logfile] if p.is_file()]:
         lines = log.read_text(errors="replace").splitlines()[-40:]
         parts.append(f"## {log} (last 40 lines)\n" + "\n".join(lines))
     ARTIFACTS.mkdir(exist_ok=True)
@@ -341,8 +351,8 @@ def changed_tasks(run: PlaybookRun) -> list[str]:
     found: list[str] = []
     task = ""
     for line in run.output.splitlines():
-        if line.startswith(("TASK [", "RUNNING HANDLER [")):
-            task = line.split("]", 1)[0] + "]"
+        if line.startswith(TASK_STARTS):
+            task = _bracketed(line)
         elif line.startswith("changed: ["):
-            found.append(f"{task} {line.split(']', 1)[0][len('changed: ['):]}")
+            found.append(f"{task} {_bracketed(line)[len('changed: ['):-1]}")
     return found
