@@ -207,13 +207,16 @@ def run_playbook(
         out.flush()
         proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            stderr=subprocess.STDOUT, text=True,
         )
         try:
             returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException as exc:
+            # pytest-timeout or Ctrl-C end the wait too: ansible must not outlive the test
             kill_tree(proc.pid)
             proc.wait()
+            if not isinstance(exc, subprocess.TimeoutExpired):
+                raise
             out.seek(0)
             output = out.read()
             raise AssertionError(

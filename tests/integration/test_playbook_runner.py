@@ -7,6 +7,7 @@ real ansible-playbook on the controller (localhost); only the last needs the lab
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -70,6 +71,31 @@ def test_a_run_that_outlives_its_timeout_names_the_task_and_leaves_nothing(
     while _sleep_pids(3917) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _sleep_pids(3917), "the stuck task outlived its run"
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
+def test_a_run_interrupted_from_outside_leaves_nothing(tmp_path: Path) -> None:
+    """What pytest-timeout (signal method) or Ctrl-C do: an exception in the middle of the wait."""
+    inventory, playbook = _sleeper(tmp_path, 3919)
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    signal.alarm(6)
+    try:
+        with pytest.raises(_Interrupted):
+            runner.run_playbook(inventory, str(playbook), timeout=120)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    deadline = time.monotonic() + 5
+    while _sleep_pids(3919) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _sleep_pids(3919), "an interrupted run left its task running"
 
 
 def test_a_stuck_task_fails_by_name_and_counts_as_outside_the_roles(
