@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from werkzeug.serving import make_server
 
-from dashboard.app import create_app
-from dashboard.web.fleetcache import FleetCache
+from mailfleet.dashboard.app import create_app
+from mailfleet.dashboard.web.fleetcache import FleetCache
 from tests.dashboard_web.fleetdata import fill_store, make_hosts, results_for
 
 TARGET_MS = 100.0

@@ -42,9 +42,9 @@ from pathlib import Path
 
 import yaml
 
-from checks.result import ProbeResult, Status
-from checks.target import Deadline, ProbeOptions, Target
-from dashboard.store import ResultStore
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.dashboard.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ipaddress.IPv4Address("127.77.0.1")
@@ -173,7 +173,7 @@ def serve(
     inventory: Path, db: Path, port: int, interval: float
 ) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboard.cli", "serve", "-i", str(inventory),
+        [sys.executable, "-m", "mailfleet", "serve", "-i", str(inventory),
          "--listen", f"127.0.0.1:{port}", "--interval", f"{interval}s", "--db", str(db),
          "--concurrency", "64"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -192,9 +192,9 @@ def serve(
 
 def cold_render(db: Path, hosts: list[tuple[str, str]], port: int) -> dict[str, float | int]:
     """In this process: render the fleet part of /metrics after each store change."""
-    from dashboard.app import create_app
-    from dashboard.exporter import MetricsPage
-    from dashboard.targets import WatchedHost
+    from mailfleet.dashboard.app import create_app
+    from mailfleet.dashboard.exporter import MetricsPage
+    from mailfleet.dashboard.targets import WatchedHost
 
     watched = [
         WatchedHost(name=n, target=Target(name=n, address=a, ports={"imaps": port}),
@@ -267,7 +267,7 @@ def main() -> int:
 
             # /probe over HTTP against the bare probe call, same target, same check
             name, addr = hosts[0]
-            from checks import PROBES
+            from mailfleet.checks import PROBES
 
             target = Target(name=name, address=addr, ports={"imaps": listeners.port})
             bare = []

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.fleet import Lab
+from mailfleet.lab.fleet import Lab
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTECTED_LABS = ("mailfleet", "ci")

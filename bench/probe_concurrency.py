@@ -34,8 +34,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from checks import PROBES, Deadline, ProbeOptions, Target  # noqa: E402
-from checks.tlsinfo import (  # noqa: E402
+from mailfleet.checks import PROBES, Deadline, ProbeOptions, Target  # noqa: E402
+from mailfleet.checks.tlsinfo import (  # noqa: E402
     hostname_matches,
     served_chain,
     session_values,

@@ -27,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.localmail import HOSTNAME, loopback_addresses, running_dovecot
-from checks import PROBES, Credentials, Deadline, ProbeOptions, Secret, Target
+from mailfleet.checks import PROBES, Credentials, Deadline, ProbeOptions, Secret, Target
 from tests.reliability.test_bad_input import running_serve
 from tests.reliability.test_soak import write_inventory
 

@@ -160,15 +160,15 @@ def child_main(args: argparse.Namespace) -> int:
     parts = args.variant.split("+")
     tuning.apply(",".join(parts[1:]))
     cpu_start = self_cpu()
-    from checks import Credentials, ProbeOptions, Secret, Target
-    from dashboard.scheduler import Scheduler
-    from dashboard.store import ResultStore
-    from dashboard.targets import WatchedHost
+    from mailfleet.checks import Credentials, ProbeOptions, Secret, Target
+    from mailfleet.dashboard.scheduler import Scheduler
+    from mailfleet.dashboard.store import ResultStore
+    from mailfleet.dashboard.targets import WatchedHost
 
     checks = ("imap_login",) if parts[0] == "login" else ("tls", "imap_login")
     probes = None
     if "onecon" in parts:
-        from checks import PROBES
+        from mailfleet.checks import PROBES
 
         checks, probes = ("imaps",), {**PROBES, "imaps": tuning.imaps_probe}
     addresses = loopback_addresses(args.n)

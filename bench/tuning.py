@@ -39,13 +39,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import checks.imap
-import checks.net
-import checks.tls
-import checks.tlsinfo
-from checks.base import Acquisition, ProbeFailure, Verdict, run
-from checks.result import ProbeResult, Status
-from checks.target import Deadline, ProbeOptions, Target
+from mailfleet import checks
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
 
 _sessions: dict[tuple[str, str, int], ssl.SSLSession] = {}
 _sessions_lock = threading.Lock()

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from checks import dns, imap, port, quota, server, smtp, tls
-from checks.base import Probe
-from checks.result import ProbeResult, Status
-from checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
+from mailfleet.checks import dns, imap, port, quota, server, smtp, tls
+from mailfleet.checks.base import Probe
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
 
 
 def sync_unavailable(check: str, target: Target) -> ProbeResult | None:
@@ -23,7 +23,7 @@ def sync_unavailable(check: str, target: Target) -> ProbeResult | None:
     package of it) still runs every other check instead of failing to start.
     """
     try:
-        from checks import sync  # noqa: F401
+        from mailfleet.checks import sync  # noqa: F401
     except ImportError as exc:
         return ProbeResult(
             check=check, target=target.name, success=False, status=Status.UNKNOWN,
@@ -38,7 +38,7 @@ def _sync_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> Pr
     missing = sync_unavailable("sync", target)
     if missing is not None:
         return missing
-    from checks import sync
+    from mailfleet.checks import sync
 
     return sync.probe(target, options, deadline)
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from checks.result import ProbeResult, Status
-from checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
 
 
 class Probe(Protocol):

@@ -23,11 +23,11 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from checks.base import Acquisition, ProbeFailure, Verdict, run
-from checks.net import tls_context
-from checks.result import ProbeResult, Status
-from checks.target import Deadline, ProbeOptions, Target
-from checks.tlsinfo import CertInfo, served_chain
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
+from mailfleet.checks.net import tls_context
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.tlsinfo import CertInfo, served_chain
 
 CHECK = "dns"
 OK, WARNING, ERROR = "ok", "warning", "error"
@@ -677,7 +677,7 @@ def _is_ip(text: str) -> bool:
 
 def tlsa_fetcher(target: Target, service: str, deadline: Deadline) -> Callable[[], list[CertInfo]]:
     def fetch() -> list[CertInfo]:
-        from checks.tls import handshake  # late: tls imports imap/smtp clients
+        from mailfleet.checks.tls import handshake  # late: tls imports imap/smtp clients
 
         conn, tls = handshake(target, service, tls_context(None, verify=False), deadline,
                               Acquisition())

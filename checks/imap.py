@@ -13,13 +13,13 @@ import ssl
 from collections.abc import Iterable
 from typing import Any
 
-from checks import sasl
-from checks.base import Acquisition, ProbeFailure, Verdict, run
-from checks.imap_proto import Response, capabilities_of, literal_size, parse_line, quote
-from checks.net import Connection, tls_context
-from checks.result import ProbeResult, Status
-from checks.target import CredentialsError, Deadline, ProbeOptions, Target
-from checks.tlsinfo import session_values
+from mailfleet.checks import sasl
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
+from mailfleet.checks.imap_proto import Response, capabilities_of, literal_size, parse_line, quote
+from mailfleet.checks.net import Connection, tls_context
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import CredentialsError, Deadline, ProbeOptions, Target
+from mailfleet.checks.tlsinfo import session_values
 
 CHECK = "imap_login"
 # Send the SASL initial response on the command line (SASL-IR) only below this;

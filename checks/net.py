@@ -15,8 +15,8 @@ import socket
 import ssl
 from pathlib import Path
 
-from checks.base import ProbeFailure
-from checks.target import Deadline
+from mailfleet.checks.base import ProbeFailure
+from mailfleet.checks.target import Deadline
 
 MAX_LINE = 64 * 1024  # longer lines are a broken or hostile server
 

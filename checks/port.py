@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from checks.base import Acquisition, Verdict, run
-from checks.net import connect
-from checks.result import ProbeResult, Status
-from checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.base import Acquisition, Verdict, run
+from mailfleet.checks.net import connect
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
 
 CHECK = "port"
 

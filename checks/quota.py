@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from checks.base import Acquisition, ProbeFailure, Verdict, run
-from checks.imap import login, open_session, secret_for
-from checks.imap_proto import parse_quota, parse_quotaroot
-from checks.result import ProbeResult, Status
-from checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
+from mailfleet.checks.imap import login, open_session, secret_for
+from mailfleet.checks.imap_proto import parse_quota, parse_quotaroot
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
 
 CHECK = "quota"
 

@@ -13,20 +13,20 @@ import contextlib
 import ssl
 from typing import Any
 
-from checks import sasl
-from checks.base import Acquisition, ProbeFailure, Verdict, run
-from checks.imap import redact, secret_for
-from checks.net import Connection, tls_context
-from checks.result import ProbeResult, Status
-from checks.smtp_proto import (
+from mailfleet.checks import sasl
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
+from mailfleet.checks.imap import redact, secret_for
+from mailfleet.checks.net import Connection, tls_context
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.smtp_proto import (
     Reply,
     auth_mechanisms,
     banner_hostname,
     ehlo_keywords,
     parse_reply_line,
 )
-from checks.target import Deadline, ProbeOptions, Target
-from checks.tlsinfo import session_values
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.tlsinfo import session_values
 
 CHECK = "smtp"
 MAX_REPLY_LINES = 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from checks.imap_proto import clean
+from mailfleet.checks.imap_proto import clean
 
 _REPLY_RE = re.compile(rb"\A([2-5][0-9][0-9])([ -]|\Z)(.*)\Z", re.DOTALL)
 

@@ -44,10 +44,10 @@ from typing import Any
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from checks.base import Acquisition, ProbeFailure, Verdict, run, worst
-from checks.mesh import mesh_round as mesh_round  # re-exported: sync.mesh_round
-from checks.result import ProbeResult, Status
-from checks.target import CredentialsError, Deadline, ProbeOptions, Target
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run, worst
+from mailfleet.checks.mesh import mesh_round as mesh_round  # re-exported: sync.mesh_round
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import CredentialsError, Deadline, ProbeOptions, Target
 
 TAG_HEADER = "X-Mailfleet-Probe"
 SUBJECT = "mailfleet sync probe"

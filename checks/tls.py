@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from checks.base import Acquisition, ProbeFailure, Verdict, run
-from checks.imap import ImapClient
-from checks.net import Connection, tls_context
-from checks.result import ProbeResult, Status
-from checks.smtp import SmtpClient
-from checks.target import Deadline, ProbeOptions, Target
-from checks.tlsinfo import (
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
+from mailfleet.checks.imap import ImapClient
+from mailfleet.checks.net import Connection, tls_context
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.smtp import SmtpClient
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.tlsinfo import (
     earliest,
     hostname_matches,
     served_chain,

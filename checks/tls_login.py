@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from checks import imap, tls
-from checks.base import Acquisition, ProbeFailure, Verdict
-from checks.net import Connection, tls_context
-from checks.result import ProbeResult, Status
-from checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks import imap, tls
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict
+from mailfleet.checks.net import Connection, tls_context
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
 
 CHECKS = (tls.CHECK, imap.CHECK)
 SERVICE = "imaps"

@@ -28,12 +28,12 @@ from typing import Any
 
 from flask import Flask
 
-from dashboard.monitor import Inventory, Monitor
-from dashboard.scheduler import Scheduler
-from dashboard.store import ResultStore
+from mailfleet.dashboard.monitor import Inventory, Monitor
+from mailfleet.dashboard.scheduler import Scheduler
+from mailfleet.dashboard.store import ResultStore
 
 # Modules with ``init_app(app)`` that register one feature's blueprint, in order.
-FEATURE_MODULES: tuple[str, ...] = ("dashboard.exporter", "dashboard.web")
+FEATURE_MODULES: tuple[str, ...] = ("mailfleet.dashboard.exporter", "mailfleet.dashboard.web")
 
 DEFAULTS: dict[str, Any] = {
     "MAILFLEET_INVENTORY": [],

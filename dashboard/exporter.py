@@ -23,8 +23,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from checks.target import Deadline, ProbeOptions, Target
-from dashboard.metrics import (
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.dashboard.metrics import (
     Sample,
     check_labels,
     counter_family,
@@ -33,8 +33,8 @@ from dashboard.metrics import (
     result_samples,
     with_labels,
 )
-from dashboard.monitor import Monitor, current_monitor
-from dashboard.targets import WatchedHost
+from mailfleet.dashboard.monitor import Monitor, current_monitor
+from mailfleet.dashboard.targets import WatchedHost
 
 bp = Blueprint("exporter", __name__)
 

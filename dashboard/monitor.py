@@ -15,9 +15,9 @@ from pathlib import Path
 
 from flask import current_app
 
-from dashboard.scheduler import Probe, Scheduler, probe_table
-from dashboard.store import ResultStore
-from dashboard.targets import DEFAULT_GROUP, InventoryError, WatchedHost, load_inventory
+from mailfleet.dashboard.scheduler import Probe, Scheduler, probe_table
+from mailfleet.dashboard.store import ResultStore
+from mailfleet.dashboard.targets import DEFAULT_GROUP, InventoryError, WatchedHost, load_inventory
 
 log = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from checks import imap, sync_unavailable, tls, tls_login
-from checks.mesh import mesh_round
-from checks.result import ProbeResult, Status
-from checks.target import Deadline, ProbeOptions, Target
-from dashboard.store import ResultStore, Sweep
-from dashboard.targets import WatchedHost
+from mailfleet.checks import imap, sync_unavailable, tls, tls_login
+from mailfleet.checks.mesh import mesh_round
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.dashboard.store import ResultStore, Sweep
+from mailfleet.dashboard.targets import WatchedHost
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ _REASON_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def probe_table() -> Mapping[str, Probe]:
     """``checks.PROBES`` when the checks library provides it (empty until then)."""
-    import checks
+    from mailfleet import checks
 
     table: Mapping[str, Probe] = getattr(checks, "PROBES", {})
     return table
@@ -185,7 +185,7 @@ def _sync_probe_pair(source: Target, mailbox: Target, options: ProbeOptions,
     missing = sync_unavailable(MESH_CHECK, mailbox)
     if missing is not None:
         return missing
-    from checks import sync
+    from mailfleet.checks import sync
 
     return sync.probe_pair(source, mailbox, options, deadline)
 

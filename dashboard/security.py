@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # Flask only when serving: `mailfleet lab ...` registers these flags too
     from flask import Flask, Response
 
-    from dashboard.auth import AuthConfig
+    from mailfleet.dashboard.auth import AuthConfig
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -98,7 +98,7 @@ def add_auth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def auth_from_args(args: argparse.Namespace) -> AuthConfig | None:
-    from dashboard.auth import auth_config
+    from mailfleet.dashboard.auth import auth_config
 
     return auth_config(
         getattr(args, "auth_file", None),

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checks.result import ProbeResult, Status
+from mailfleet.checks.result import ProbeResult, Status
 
 SCHEMA_VERSION = 1
 MAX_IDLE_READERS = 8

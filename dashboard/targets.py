@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from checks import DEFAULT_CHECKS, server
-from checks.target import Credentials, ProbeOptions, Secret, Target
+from mailfleet.checks import DEFAULT_CHECKS, server
+from mailfleet.checks.target import Credentials, ProbeOptions, Secret, Target
 
 # Checks every host gets unless it lists its own; those that log in need a probe account.
 ANONYMOUS_CHECKS: tuple[str, ...] = DEFAULT_CHECKS

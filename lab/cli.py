@@ -8,9 +8,9 @@ import sys
 import time
 from typing import Any
 
-from lab.config import LabConfig
-from lab.fleet import Lab, LabStatus, describe_error
-from lab.podman import podman_env
+from mailfleet.lab.config import LabConfig
+from mailfleet.lab.fleet import Lab, LabStatus, describe_error
+from mailfleet.lab.podman import podman_env
 
 
 def _progress(line: str) -> None:

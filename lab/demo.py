@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 
-from lab.cli import format_status
-from lab.config import LabConfig
-from lab.fleet import Lab, describe_error
+from mailfleet.lab.cli import format_status
+from mailfleet.lab.config import LabConfig
+from mailfleet.lab.fleet import Lab, describe_error
 
 
 def _say(line: str) -> None:
@@ -52,7 +52,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "  mailfleet lab shell mx1\n"
         "  mailfleet lab down            # removes everything the lab made"
     )
-    if args.no_serve or importlib.util.find_spec("dashboard.commands.serve") is None:
+    if args.no_serve or importlib.util.find_spec("mailfleet.dashboard.commands.serve") is None:
         return 0
     listen = args.listen
     _say(f"dashboard and exporter on http://{listen}/ (metrics: /metrics; Ctrl-C stops it)")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.config import DOMAIN, LabConfig
-from lab.hosts import LabHost, reverse_zone
+from mailfleet.lab.config import DOMAIN, LabConfig
+from mailfleet.lab.hosts import LabHost, reverse_zone
 
 SOA = (
     "@ 300 IN SOA ns.{domain}. hostmaster.{domain}. {serial} 60 60 600 60\n"

@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from lab import daemons, dns, network
-from lab.config import DOMAIN, IMAGE, LabConfig, LabConfigError
-from lab.hosts import LabHost, allocate
-from lab.image import ensure_image
-from lab.inventory import remove_inventory, write_inventory
-from lab.podman import PodmanError, podman, text
+from mailfleet.lab import daemons, dns, network
+from mailfleet.lab.config import DOMAIN, IMAGE, LabConfig, LabConfigError
+from mailfleet.lab.hosts import LabHost, allocate
+from mailfleet.lab.image import ensure_image
+from mailfleet.lab.inventory import remove_inventory, write_inventory
+from mailfleet.lab.podman import PodmanError, podman, text
 
 Progress = Callable[[str], None]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from lab.config import DOMAIN, FIRST_HOST_OFFSET, MAX_HOSTS, LabConfig, LabConfigError
+from mailfleet.lab.config import DOMAIN, FIRST_HOST_OFFSET, MAX_HOSTS, LabConfig, LabConfigError
 
 
 @dataclass(frozen=True, order=True)

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.config import IMAGE, LabConfig
-from lab.podman import PodmanError, podman, podman_env
+from mailfleet.lab.config import IMAGE, LabConfig
+from mailfleet.lab.podman import PodmanError, podman, podman_env
 
 SUITE = "bookworm"
 PACKAGES = (
@@ -159,7 +159,7 @@ def ensure_image(config: LabConfig, progress: Progress = _stderr_progress) -> bo
 
 
 if __name__ == "__main__":
-    from lab.config import LabConfig as _LabConfig
+    from mailfleet.lab.config import LabConfig as _LabConfig
 
     _config = _LabConfig.from_env()
     if not ensure_image(_config):

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from lab.config import DEFAULT_NAME, LabConfig
-from lab.hosts import LabHost
+from mailfleet.lab.config import DEFAULT_NAME, LabConfig
+from mailfleet.lab.hosts import LabHost
 
 HEADER = (
     "# Written by `mailfleet lab up` for the lab {name!r}; `mailfleet lab down` removes it.\n"

@@ -6,8 +6,8 @@ import ipaddress
 import json
 import subprocess
 
-from lab.config import LabConfig, LabConfigError
-from lab.podman import podman, text
+from mailfleet.lab.config import LabConfig, LabConfigError
+from mailfleet.lab.podman import podman, text
 
 
 def inspect(config: LabConfig) -> dict[str, object] | None:

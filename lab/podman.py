@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.config import LabConfig
+from mailfleet.lab.config import LabConfig
 
 
 class PodmanError(RuntimeError):

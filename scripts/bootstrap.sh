@@ -71,4 +71,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 # -- lab base image (cached in podman's store; rebuilt when missing) -----------
-.venv/bin/python -m lab.image
+.venv/bin/python -m mailfleet.lab.image

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from lab.config import LabConfig
-from lab.fleet import Lab
+from mailfleet.lab.config import LabConfig
+from mailfleet.lab.fleet import Lab
 
 if TYPE_CHECKING:
     from tests.integration.conftest import MailFleet

@@ -1,13 +1,13 @@
 """The ``server`` check: the inside view of a mail host over SSH (see checks/SERVER.md)."""
 
-from checks.server.config import (
+from mailfleet.checks.server.config import (
     ServerConfigError,
     ServerSettings,
     ServerTarget,
     settings_from_hostvars,
     with_server_settings,
 )
-from checks.server.probe import CHECK, commands, probe, probe_with
+from mailfleet.checks.server.probe import CHECK, commands, probe, probe_with
 
 __all__ = [
     "CHECK",

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from checks.server.ssh import SshAccess
-from checks.target import Target
+from mailfleet.checks.server.ssh import SshAccess
+from mailfleet.checks.target import Target
 
 CERT_SERVICES = ("imaps", "imap", "smtp", "submission", "submissions")
 

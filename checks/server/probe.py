@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from checks.base import Acquisition, ProbeFailure, Verdict, run, worst
-from checks.result import ProbeResult, Status
-from checks.server import parse
-from checks.server.config import ServerConfigError, ServerSettings, ServerTarget
-from checks.server.ssh import CommandResult, SshError, SshSession
-from checks.target import Deadline, ProbeOptions, Target
-from checks.tlsinfo import span, utc
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run, worst
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.server import parse
+from mailfleet.checks.server.config import ServerConfigError, ServerSettings, ServerTarget
+from mailfleet.checks.server.ssh import CommandResult, SshError, SshSession
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.tlsinfo import span, utc
 
 CHECK = "server"
 
@@ -145,9 +145,9 @@ class Served:
 
 def served_cert(target: Target, service: str, deadline: Deadline, acq: Acquisition) -> Served:
     """The leaf certificate a service presents, fetched without verification (dates only)."""
-    from checks.net import tls_context
-    from checks.tls import handshake
-    from checks.tlsinfo import served_chain
+    from mailfleet.checks.net import tls_context
+    from mailfleet.checks.tls import handshake
+    from mailfleet.checks.tlsinfo import served_chain
 
     conn, tls = handshake(target, service, tls_context(None, verify=False), deadline, acq)
     try:

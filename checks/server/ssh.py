@@ -17,7 +17,7 @@ from pathlib import Path
 
 import paramiko
 
-from checks.target import Deadline
+from mailfleet.checks.target import Deadline
 
 # A reply larger than this is cut (postqueue -j of a huge queue); the parser copes.
 MAX_OUTPUT = 32 * 1024 * 1024

@@ -12,8 +12,8 @@ import json
 import sys
 from typing import Any
 
-from checks import Deadline, Status, Target
-from checks.dns import Resolvers, dns_report, format_table, parse_resolver, tlsa_fetcher
+from mailfleet.checks import Deadline, Status, Target
+from mailfleet.checks.dns import Resolvers, dns_report, format_table, parse_resolver, tlsa_fetcher
 
 
 def register(subparsers: Any) -> None:

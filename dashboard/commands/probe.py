@@ -9,7 +9,6 @@ bench/probe_concurrency.py for why not asyncio); each has its own deadline.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import sys
 from collections.abc import Sequence
@@ -17,48 +16,36 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from checks import PROBES, Deadline, ProbeResult, Status
-from checks.base import worst
+from mailfleet.checks import PROBES, Deadline, ProbeResult, Status
+from mailfleet.checks.base import worst
 
 FORMATS = ("table", "json", "nagios")
 
 
 def register(subparsers: Any) -> None:
+    from mailfleet.cli import add_inventory_arguments, add_selection_arguments
+
     p = subparsers.add_parser(
         "probe",
         help="probe the inventory's mail servers once (port, tls, imap_login, smtp, quota, dns)",
         description="Run the checks of every inventory host once and print the results; "
         "exit 0 ok, 1 warning, 2 critical, 3 unknown (as Nagios plugins do).",
     )
-    p.add_argument("-i", "--inventory", action="append", required=True, metavar="INVENTORY",
-                   help="inventory source (repeatable), anything ansible-inventory reads")
-    p.add_argument("--limit", metavar="HOST", default="",
-                   help="only these hosts: comma-separated names or shell patterns (mx1,mx[23])")
-    p.add_argument("--check", metavar="NAME,...", default="",
-                   help=f"only these checks ({', '.join(PROBES)}); default: each host's "
-                   "mailfleet_checks")
+    add_inventory_arguments(p, "probe")
+    add_selection_arguments(p, list(PROBES))
     p.add_argument("--format", choices=FORMATS, default="table")
-    p.add_argument("--group", default="mailservers",
-                   help="inventory group to probe (default mailservers; 'all' for every host)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="deadline of each probe (default: the host's options, 10 s)")
     p.add_argument("--workers", type=int, default=16, metavar="N",
                    help="probes running at once (default 16)")
-    p.add_argument("--vault-password-file", default=None, metavar="FILE")
     p.set_defaults(func=run)
 
 
-def _limit(names: list[str], limit: str) -> list[str]:
-    if not limit:
-        return names
-    patterns = [p.strip() for p in limit.split(",") if p.strip()]
-    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-
-
 def run(args: argparse.Namespace) -> int:
-    from dashboard.targets import InventoryError, load_inventory
+    from mailfleet.cli import limit_hosts, split_list
+    from mailfleet.dashboard.targets import InventoryError, load_inventory
 
-    wanted = [c.strip() for c in args.check.split(",") if c.strip()]
+    wanted = split_list(args.check)
     unknown = [c for c in wanted if c not in PROBES]
     if unknown:
         print(f"mailfleet probe: unknown check {', '.join(unknown)} "
@@ -73,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     except InventoryError as exc:
         print(f"mailfleet probe: {exc}", file=sys.stderr)
         return int(Status.UNKNOWN)
-    selected = set(_limit([h.name for h in hosts], args.limit))
+    selected = set(limit_hosts([h.name for h in hosts], args.limit))
     jobs = []
     for host in hosts:
         if host.name not in selected:

@@ -42,18 +42,15 @@ def parse_seconds(value: str) -> float:
 
 
 def register(subparsers: Any) -> None:
+    from mailfleet.cli import add_inventory_arguments
+
     p = subparsers.add_parser(
         "serve",
         help="watch the inventory's hosts: scheduler, /metrics, /probe, /sd, dashboard",
         description="Probe every inventory host each interval, keep results in SQLite, "
         "and serve /metrics, /probe, /sd, /healthz (and the dashboard pages).",
     )
-    p.add_argument("-i", "--inventory", action="append", required=True, metavar="INVENTORY",
-                   help="Ansible inventory source (repeatable)")
-    p.add_argument("--vault-password-file", metavar="FILE",
-                   help="vault password file for the inventory")
-    p.add_argument("--group", default="mailservers",
-                   help="inventory group to watch ('all' for every host; default mailservers)")
+    add_inventory_arguments(p, "watch")
     p.add_argument("--listen", type=parse_listen, default=parse_listen(DEFAULT_LISTEN),
                    metavar="HOST:PORT", help=f"address to serve on (default {DEFAULT_LISTEN})")
     p.add_argument("--interval", type=parse_seconds, default=60.0,
@@ -69,7 +66,7 @@ def register(subparsers: Any) -> None:
                    help="let /probe probe targets that are not in the inventory (open proxy!)")
     p.add_argument("--inventory-refresh", type=parse_seconds, default=300.0,
                    help="re-read the inventory this often (default 5m)")
-    from dashboard.security import add_auth_arguments
+    from mailfleet.dashboard.security import add_auth_arguments
 
     add_auth_arguments(p)  # --auth-file, --trusted-proxy-header, --trusted-proxy
     p.set_defaults(func=run)
@@ -106,12 +103,12 @@ def configure_logging() -> None:
 def run(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
-    from dashboard.app import create_app
-    from dashboard.monitor import Monitor
-    from dashboard.targets import InventoryError
+    from mailfleet.dashboard.app import create_app
+    from mailfleet.dashboard.monitor import Monitor
+    from mailfleet.dashboard.targets import InventoryError
 
     configure_logging()
-    from dashboard.security import serve_auth
+    from mailfleet.dashboard.security import serve_auth
 
     try:
         auth = serve_auth(args)  # refuses a non-loopback --listen without authentication

@@ -12,11 +12,11 @@ from __future__ import annotations
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from dashboard import auth, security
-from dashboard.web.api import bp as api_bp
-from dashboard.web.fleetcache import FleetCache
-from dashboard.web.pages import fleet_bp, hosts_bp
-from dashboard.web.templating import register_filters
+from mailfleet.dashboard import auth, security
+from mailfleet.dashboard.web.api import bp as api_bp
+from mailfleet.dashboard.web.fleetcache import FleetCache
+from mailfleet.dashboard.web.pages import fleet_bp, hosts_bp
+from mailfleet.dashboard.web.templating import register_filters
 
 
 def _error(exc: HTTPException) -> tuple[Response | str, int]:

@@ -12,8 +12,8 @@ import math
 
 from flask import Blueprint, Response, abort, jsonify, request
 
-from dashboard.monitor import current_monitor
-from dashboard.web import views
+from mailfleet.dashboard.monitor import current_monitor
+from mailfleet.dashboard.web import views
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -23,12 +23,12 @@ from typing import Any
 
 from markupsafe import Markup
 
-from checks.result import Status
-from dashboard.scheduler import is_mesh_check
-from dashboard.store import ResultStore, StoredResult
-from dashboard.targets import WatchedHost
-from dashboard.web import model
-from dashboard.web.history import _connection
+from mailfleet.checks.result import Status
+from mailfleet.dashboard.scheduler import is_mesh_check
+from mailfleet.dashboard.store import ResultStore, StoredResult
+from mailfleet.dashboard.targets import WatchedHost
+from mailfleet.dashboard.web import model
+from mailfleet.dashboard.web.history import _connection
 
 _LATEST_SQL = "SELECT host, check_name, result_id, last_success_at FROM latest"
 _RESULTS_SQL = (

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from checks.result import Status
-from dashboard.scheduler import is_mesh_check
-from dashboard.store import ResultStore
+from mailfleet.checks.result import Status
+from mailfleet.dashboard.scheduler import is_mesh_check
+from mailfleet.dashboard.store import ResultStore
 
 MAX_POINTS = 720
 MESH_SCAN_LIMIT = 5_000  # newest sync results looked at for one host's mesh row/column

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from checks.result import ProbeResult, Status
-from checks.target import ProbeOptions
-from dashboard.scheduler import failure_reason, is_mesh_check
-from dashboard.store import FleetSummary, HostSummary, StoredResult, worst
-from dashboard.targets import WatchedHost
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import ProbeOptions
+from mailfleet.dashboard.scheduler import failure_reason, is_mesh_check
+from mailfleet.dashboard.store import FleetSummary, HostSummary, StoredResult, worst
+from mailfleet.dashboard.targets import WatchedHost
 
 STATUSES: tuple[str, ...] = ("critical", "warning", "unknown", "ok")
 NOT_WATCHED = "none"  # a check this host does not run (the inventory did not ask for it)

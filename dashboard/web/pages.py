@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, render_template
 
-from dashboard.monitor import current_monitor
-from dashboard.web import model, views
+from mailfleet.dashboard.monitor import current_monitor
+from mailfleet.dashboard.web import model, views
 
 fleet_bp = Blueprint("fleet", __name__)
 hosts_bp = Blueprint("hosts", __name__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote
 
-from dashboard.web import model
-from dashboard.web.templating import ago
+from mailfleet.dashboard.web import model
+from mailfleet.dashboard.web.templating import ago
 
 
 def _attr(value: object) -> str:

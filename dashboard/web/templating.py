@@ -6,7 +6,7 @@ import time
 
 from flask import Flask
 
-from dashboard.web.model import utc
+from mailfleet.dashboard.web.model import utc
 
 
 def ago(ts: float | None) -> str:

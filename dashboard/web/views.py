@@ -8,11 +8,11 @@ from typing import Any
 
 from flask import current_app, url_for
 
-from dashboard.monitor import Monitor
-from dashboard.scheduler import is_mesh_check
-from dashboard.targets import WatchedHost
-from dashboard.web import history, model, rowhtml
-from dashboard.web.fleetcache import Entry, FleetCache
+from mailfleet.dashboard.monitor import Monitor
+from mailfleet.dashboard.scheduler import is_mesh_check
+from mailfleet.dashboard.targets import WatchedHost
+from mailfleet.dashboard.web import history, model, rowhtml
+from mailfleet.dashboard.web.fleetcache import Entry, FleetCache
 
 
 def refresh_seconds(interval: float) -> float:

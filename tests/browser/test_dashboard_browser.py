@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from checks.result import ProbeResult, Status
-from dashboard.app import create_app
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.dashboard.app import create_app
 from tests.browser.conftest import CHART_INK_JS, CHART_POINTS_JS, PageLog, screenshot, serving
 from tests.dashboard_web.fleetdata import fill_store, make_hosts
 

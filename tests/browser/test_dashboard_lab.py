@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from dashboard.web.views import refresh_seconds
+from mailfleet.dashboard.web.views import refresh_seconds
 from tests.browser.conftest import CHART_INK_JS, CHART_POINTS_JS, ROOT, PageLog, screenshot
 from tests.integration.conftest import MailFleet
 
@@ -101,7 +101,7 @@ def dashboard(mail_fleet: MailFleet, tmp_path_factory: pytest.TempPathFactory) -
     log_dir.mkdir(parents=True, exist_ok=True)
     log = (log_dir / "serve.log").open("wb")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "dashboard.cli", "serve", "-i", str(mail_fleet.inventory),
+        [sys.executable, "-m", "mailfleet", "serve", "-i", str(mail_fleet.inventory),
          "-i", str(inv), "--vault-password-file", str(vault),
          "--listen", f"127.0.0.1:{port}", "--interval", f"{INTERVAL:g}s",
          "--db", str(work / "results.sqlite3")],

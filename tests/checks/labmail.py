@@ -21,7 +21,7 @@ from pathlib import Path
 
 import jwt
 
-from lab.fleet import Lab, LabHost
+from mailfleet.lab.fleet import Lab, LabHost
 from tests.checks.certs import DAY, MINUTE, Issued, make_ca, make_leaf, now
 
 USER = "probe@example1.test"

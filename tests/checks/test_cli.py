@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dashboard.cli import main
+from mailfleet.cli import main
 from tests.checks.certs import DAY, MINUTE, make_ca, make_leaf, now, write_bundle, write_chain
 from tests.checks.knot import Knot, knotd_path
 from tests.checks.servers import LoopbackServer, closed_port, tls_greeter, tls_server_context

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from checks import PROBES, Credentials, Deadline, ProbeOptions, Secret, Status, Target
-from checks.result import ProbeResult
+from mailfleet.checks import PROBES, Credentials, Deadline, ProbeOptions, Secret, Status, Target
+from mailfleet.checks.result import ProbeResult
 from tests.checks.servers import (
     LoopbackServer,
     SilentDns,
@@ -139,7 +139,7 @@ def test_token_file_that_cannot_be_read(tmp_path: Path) -> None:
 
 
 def test_a_probe_bug_becomes_unknown_not_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:
-    from checks import port
+    from mailfleet.checks import port
 
     def broken(*_: object) -> None:
         raise KeyError("boom")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from checks import PROBES, Deadline, ProbeOptions, Status, Target
-from checks.result import ProbeResult
+from mailfleet.checks import PROBES, Deadline, ProbeOptions, Status, Target
+from mailfleet.checks.result import ProbeResult
 from tests.checks.knot import Knot, knotd_path
 
 pytestmark = pytest.mark.skipif(knotd_path() is None, reason="knotd not installed")
@@ -146,7 +146,7 @@ def test_one_dead_resolver_among_two_still_gives_answers(knot: Knot, tmp_path: P
 
 def test_a_flapping_resolver_is_asked_again() -> None:
     """SERVFAIL on every other query must not turn into 'no PTR' (mail-in-a-box#628)."""
-    from checks.dns import DnsReport, Resolvers, check_ptr, parse_resolver
+    from mailfleet.checks.dns import DnsReport, Resolvers, check_ptr, parse_resolver
     from tests.checks.servers import FlakyDns
 
     records = {("10.2.0.192.in-addr.arpa", "PTR"): ["mx-good.dnstest.test."],

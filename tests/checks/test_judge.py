@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from checks import ProbeOptions, Status
-from checks.quota import judge_quota
+from mailfleet.checks import ProbeOptions, Status
+from mailfleet.checks.quota import judge_quota
 
 
 def test_quota_thresholds() -> None:

@@ -8,11 +8,11 @@ import threading
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from checks import Credentials, Secret, Target
-from checks.base import ProbeFailure
-from checks.dns import Tlsa, parse_dmarc, parse_resolver, parse_spf
-from checks.imap import ImapClient, redact
-from checks.imap_proto import (
+from mailfleet.checks import Credentials, Secret, Target
+from mailfleet.checks.base import ProbeFailure
+from mailfleet.checks.dns import Tlsa, parse_dmarc, parse_resolver, parse_spf
+from mailfleet.checks.imap import ImapClient, redact
+from mailfleet.checks.imap_proto import (
     capabilities_of,
     literal_size,
     parse_line,
@@ -20,11 +20,11 @@ from checks.imap_proto import (
     parse_quotaroot,
     tokens,
 )
-from checks.net import Connection
-from checks.sasl import describe_oauth_challenge
-from checks.smtp import SmtpClient
-from checks.smtp_proto import Reply, banner_hostname, ehlo_keywords, parse_reply_line
-from checks.target import Deadline
+from mailfleet.checks.net import Connection
+from mailfleet.checks.sasl import describe_oauth_challenge
+from mailfleet.checks.smtp import SmtpClient
+from mailfleet.checks.smtp_proto import Reply, banner_hostname, ehlo_keywords, parse_reply_line
+from mailfleet.checks.target import Deadline
 
 lines = st.binary(max_size=300) | st.text(max_size=200).map(str.encode)
 imapish = st.builds(

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checks.server import parse
+from mailfleet.checks.server import parse
 
 OUTPUTS = Path(__file__).parent / "server_outputs"
 # The recordings' clock: arrival times are around 1795395336 (2026-11-23 00:55 UTC).

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from checks.result import Status
-from checks.server import ServerConfigError, commands, settings_from_hostvars
-from checks.server.probe import command_failure, judge
-from checks.server.ssh import CommandResult
+from mailfleet.checks.result import Status
+from mailfleet.checks.server import ServerConfigError, commands, settings_from_hostvars
+from mailfleet.checks.server.probe import command_failure, judge
+from mailfleet.checks.server.ssh import CommandResult
 
 ROOT = Path(__file__).resolve().parents[2]
 WRAPPER = ROOT / "roles/mailfleet_probe_access/files/mailfleet-probe-command"

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from checks import PROBES
-from checks.result import Status
-from checks.server import (
+from mailfleet.checks import PROBES
+from mailfleet.checks.result import Status
+from mailfleet.checks.server import (
     ServerSettings,
     probe,
     probe_with,
     settings_from_hostvars,
     with_server_settings,
 )
-from checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from checks import PROBES, Deadline, ProbeOptions, Status, Target
-from checks.result import ProbeResult
+from mailfleet.checks import PROBES, Deadline, ProbeOptions, Status, Target
+from mailfleet.checks.result import ProbeResult
 from tests.checks.certs import (
     DAY,
     MINUTE,

@@ -11,11 +11,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from checks import PROBES
-from checks.result import ProbeResult, Status
-from checks.target import Deadline, ProbeOptions, Target
-from dashboard.app import create_app
-from dashboard.targets import WatchedHost
+from mailfleet.checks import PROBES
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.dashboard.app import create_app
+from mailfleet.dashboard.targets import WatchedHost
 
 
 def host(

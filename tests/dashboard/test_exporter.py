@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from dashboard.monitor import Monitor
+from mailfleet.dashboard.monitor import Monitor
 from tests.dashboard.conftest import host, make_app
 from tests.dashboard.servers import tarpit
 
@@ -161,7 +161,7 @@ def test_healthz_says_ok_and_stalled(app: Flask, client: FlaskClient) -> None:
 
 
 def test_the_fleet_part_is_cached_until_the_store_changes(app: Flask, client: FlaskClient) -> None:
-    from dashboard.exporter import MetricsPage
+    from mailfleet.dashboard.exporter import MetricsPage
 
     page: MetricsPage = app.extensions["mailfleet_metrics"]
     page.max_staleness = 0.3

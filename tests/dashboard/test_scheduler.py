@@ -6,11 +6,11 @@ import threading
 import time
 from pathlib import Path
 
-from checks import PROBES
-from checks.result import ProbeResult
-from checks.target import Deadline, ProbeOptions, Target
-from dashboard.scheduler import Scheduler, failure_reason
-from dashboard.store import ResultStore
+from mailfleet.checks import PROBES
+from mailfleet.checks.result import ProbeResult
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.dashboard.scheduler import Scheduler, failure_reason
+from mailfleet.dashboard.store import ResultStore
 from tests.dashboard.conftest import TEST_PROBES, host
 from tests.dashboard.servers import closed_port, tarpit
 
@@ -124,7 +124,7 @@ def test_failure_reasons_are_a_small_fixed_set() -> None:
 
 
 def test_the_mesh_runs_n_rotating_pairs_per_sweep_and_keeps_each_pair(tmp_path: Path) -> None:
-    from dashboard.metrics import result_samples
+    from mailfleet.dashboard.metrics import result_samples
 
     calls: list[tuple[str, str]] = []
     lock = threading.Lock()

@@ -10,13 +10,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
 import logging
-from dashboard.commands.serve import configure_logging
+from mailfleet.dashboard.commands.serve import configure_logging
 configure_logging()
 logging.getLogger("paramiko.transport").info("Connected (version 2.0, client OpenSSH_9.2p1)")
 logging.getLogger("paramiko.transport").info("Authentication (publickey) successful!")
 logging.getLogger("paramiko.transport").warning("Unknown ssh-ed25519 host key")
 logging.getLogger("werkzeug").info("GET /metrics 200")
-logging.getLogger("dashboard.scheduler").info("sweep 3 done")
+logging.getLogger("mailfleet.dashboard.scheduler").info("sweep 3 done")
 """
 
 
@@ -26,5 +26,5 @@ def test_serve_logs_no_ssh_chatter_per_sweep() -> None:
     lines = done.stderr.splitlines()
     assert [line.split(" ", 2)[2] for line in lines] == [
         "WARNING paramiko.transport: Unknown ssh-ed25519 host key",
-        "INFO dashboard.scheduler: sweep 3 done",
+        "INFO mailfleet.dashboard.scheduler: sweep 3 done",
     ], done.stderr

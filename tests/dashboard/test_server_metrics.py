@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from checks.result import ProbeResult, Status
-from dashboard.metrics import gauge_families, result_samples, with_labels
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.dashboard.metrics import gauge_families, result_samples, with_labels
 
 VALUES = {
     "commands_run": 5,

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from checks.result import ProbeResult, Status
-from dashboard.store import ResultStore
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.dashboard.store import ResultStore
 
 
 def result(check: str, ok: bool, at: float, **values: object) -> ProbeResult:
@@ -89,8 +89,8 @@ def test_results_survive_a_restart(tmp_path: Path) -> None:
 
 WRITER = """
 import sys, time
-from checks.result import ProbeResult
-from dashboard.store import ResultStore
+from mailfleet.checks.result import ProbeResult
+from mailfleet.dashboard.store import ResultStore
 store = ResultStore(sys.argv[1])
 i = 0
 while True:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.targets import InventoryError, load_inventory
+from mailfleet.dashboard.targets import InventoryError, load_inventory
 
 VAULT_PASSWORD = "correct horse battery staple"
 
@@ -114,7 +114,7 @@ def test_an_unreadable_inventory_fails_loudly(tmp_path: Path) -> None:
 
 
 def test_a_broken_inventory_reload_keeps_the_previous_hosts(tmp_path: Path) -> None:
-    from dashboard.monitor import Inventory
+    from mailfleet.dashboard.monitor import Inventory
 
     source = tmp_path / "hosts.yml"
     source.write_text("mailservers:\n  hosts:\n    mx1: {ansible_host: 10.77.9.11}\n")
@@ -129,7 +129,7 @@ def test_a_broken_inventory_reload_keeps_the_previous_hosts(tmp_path: Path) -> N
 
 
 def test_the_server_check_gets_its_ssh_settings_from_ansibles_variables(tmp_path: Path) -> None:
-    from checks.server import ServerTarget
+    from mailfleet.checks.server import ServerTarget
 
     source = tmp_path / "hosts.yml"
     source.write_text(

@@ -11,12 +11,12 @@ from pathlib import Path
 SCRIPT = r"""
 import json, sys
 sys.modules["imapclient"] = None  # as if it were not installed: importing it fails
-import dashboard.app, dashboard.cli  # what `mailfleet serve` imports at start
-from checks import PROBES
-from checks.target import Deadline, ProbeOptions, Target
-from dashboard.scheduler import Scheduler
-from dashboard.store import ResultStore
-from dashboard.targets import WatchedHost
+import mailfleet.cli, mailfleet.dashboard.app  # what `mailfleet serve` imports at start
+from mailfleet.checks import PROBES
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.dashboard.scheduler import Scheduler
+from mailfleet.dashboard.store import ResultStore
+from mailfleet.dashboard.targets import WatchedHost
 
 t = Target(name="mx1", address="127.0.0.1", mail_hostname="mx1.lab.test",
            ports={"imaps": 1}, checks=("port", "sync", "sync_mesh"))

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from dashboard.app import create_app
+from mailfleet.dashboard.app import create_app
 from tests.dashboard_web.fleetdata import fill_store, make_hosts
 
 FLEET_SIZE = 12

@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from checks.result import ProbeResult, Status
-from dashboard.store import ResultStore, Sweep
-from dashboard.targets import WatchedHost, watched_host
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.dashboard.store import ResultStore, Sweep
+from mailfleet.dashboard.targets import WatchedHost, watched_host
 
 PROBE_PASSWORD = "s3cret-probe-Passw0rd!"
 PROBE_TOKEN = "eyJhbGciOiJIUzI1NiJ9.probe-token-VALUE.sig"

@@ -9,9 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import cli
-from dashboard.auth import AuthConfig, AuthConfigError, auth_config, hash_password, parse_auth_file
-from dashboard.security import BindRefused, check_bind_allowed
+from mailfleet import cli
+from mailfleet.dashboard.auth import (
+    AuthConfig,
+    AuthConfigError,
+    auth_config,
+    hash_password,
+    parse_auth_file,
+)
+from mailfleet.dashboard.security import BindRefused, check_bind_allowed
 from tests.dashboard_web.conftest import make_app
 
 PASSWORD = "correct horse battery staple"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dashboard.app import create_app
+from mailfleet.dashboard.app import create_app
 from tests.dashboard_web.fleetdata import fill_store
 
 VAULT_PASSWORD = "vault-pass-Z9q!"

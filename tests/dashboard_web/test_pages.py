@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from dashboard.app import create_app
-from dashboard.security import SECURITY_HEADERS
+from mailfleet.dashboard.app import create_app
+from mailfleet.dashboard.security import SECURITY_HEADERS
 from tests.dashboard_web.conftest import FLEET_SIZE, make_app
 from tests.dashboard_web.fleetdata import fill_store, make_hosts
 
@@ -117,7 +117,7 @@ def test_a_failed_mesh_pair_shows_in_the_mesh_not_as_the_hosts_own_health(
 ) -> None:
     import time
 
-    from checks.result import ProbeResult, Status
+    from mailfleet.checks.result import ProbeResult, Status
 
     hosts = make_hosts(3)
     app = create_app({"TESTING": True, "MAILFLEET_HOSTS": hosts,
@@ -140,7 +140,7 @@ def test_a_failed_mesh_pair_shows_in_the_mesh_not_as_the_hosts_own_health(
 def test_host_page_shows_the_inside_view_of_the_server_check(tmp_path: Path) -> None:
     import time
 
-    from checks.result import ProbeResult, Status
+    from mailfleet.checks.result import ProbeResult, Status
 
     hosts = make_hosts(2)
     app = create_app({"TESTING": True, "MAILFLEET_HOSTS": hosts,
@@ -261,7 +261,7 @@ def test_a_new_result_shows_at_once(app: Flask, client: FlaskClient) -> None:
     """The fleet view is cached between requests; a new result must still show at once."""
     import time
 
-    from checks.result import ProbeResult, Status
+    from mailfleet.checks.result import ProbeResult, Status
 
     def row(name: str) -> dict[str, object]:
         rows = client.get("/api/fleet").get_json()["hosts"]
@@ -286,8 +286,8 @@ def test_the_incremental_fleet_view_equals_a_fresh_one(app: Flask, client: Flask
     """Results applied one request at a time give the rows a full re-read gives."""
     import time
 
-    from checks.result import ProbeResult, Status
-    from dashboard.web.fleetcache import FleetCache
+    from mailfleet.checks.result import ProbeResult, Status
+    from mailfleet.dashboard.web.fleetcache import FleetCache
 
     store = app.extensions["mailfleet"].store
     client.get("/api/fleet")
@@ -313,8 +313,8 @@ def test_the_fleet_view_leaves_mesh_pairs_out(app: Flask, client: FlaskClient) -
     """Mesh pairs (up to n*(n-1) results) are neither decoded nor a reason to rebuild a row."""
     import time
 
-    from checks.result import ProbeResult, Status
-    from dashboard.web.fleetcache import FleetCache
+    from mailfleet.checks.result import ProbeResult, Status
+    from mailfleet.dashboard.web.fleetcache import FleetCache
 
     store = app.extensions["mailfleet"].store
     cache = FleetCache()

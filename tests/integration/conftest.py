@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import process_tree
-from lab.fleet import Lab
-from lab.hosts import LabHost
-from lab.podman import PodmanError, podman
+from mailfleet.lab.fleet import Lab
+from mailfleet.lab.hosts import LabHost
+from mailfleet.lab.podman import PodmanError, podman
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from checks import PROBES, Credentials, Deadline, ProbeOptions, Secret, Status, Target
-from checks.result import ProbeResult
-from dashboard.cli import main
-from lab.hosts import LabHost
+from mailfleet.checks import PROBES, Credentials, Deadline, ProbeOptions, Secret, Status, Target
+from mailfleet.checks.result import ProbeResult
+from mailfleet.cli import main
+from mailfleet.lab.hosts import LabHost
 from tests.integration.conftest import MailFleet, run_playbook
 
 pytestmark = pytest.mark.lab

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from checks import PROBES, Credentials, Deadline, ProbeOptions, Secret, Status, Target
-from checks.result import ProbeResult
-from lab.fleet import Lab, LabHost
+from mailfleet.checks import PROBES, Credentials, Deadline, ProbeOptions, Secret, Status, Target
+from mailfleet.checks.result import ProbeResult
+from mailfleet.lab.fleet import Lab, LabHost
 from tests.checks.labmail import (
     IMAP_PORT,
     IMAPS_PORT,

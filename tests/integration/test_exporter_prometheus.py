@@ -155,7 +155,7 @@ def stack(mail_fleet: MailFleet, tmp_path_factory: pytest.TempPathFactory) -> It
     serve_port, prom_port = free_port(), free_port()
     serve_log = (artifacts / "serve.log").open("wb")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "dashboard.cli", "serve",
+        [sys.executable, "-m", "mailfleet", "serve",
          "-i", str(mail_fleet.inventory), "-i", str(inv),
          "--vault-password-file", str(vault_file),
          "--listen", f"127.0.0.1:{serve_port}", "--interval", f"{SWEEP_INTERVAL}s",

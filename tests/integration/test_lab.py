@@ -16,9 +16,9 @@ import dns.resolver
 import dns.reversename
 import pytest
 
-from lab.config import LabConfig
-from lab.fleet import Lab
-from lab.podman import podman, text
+from mailfleet.lab.config import LabConfig
+from mailfleet.lab.fleet import Lab
+from mailfleet.lab.podman import podman, text
 from tests.conftest import lab_unavailable
 
 pytestmark = pytest.mark.lab

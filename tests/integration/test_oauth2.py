@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from checks.oauth2 import mint_access_token
+from mailfleet.checks.oauth2 import mint_access_token
 from tests.integration.conftest import MailFleet, MailUser
 
 pytestmark = [pytest.mark.lab]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.fleet import Lab
+from mailfleet.lab.fleet import Lab
 from tests.integration import conftest as runner
 
 SLEEPER = """\

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.hosts import LabHost
+from mailfleet.lab.hosts import LabHost
 from tests.integration.conftest import MailFleet, lab_password
 from tests.integration.hostvars import host_vars_path, inventory_vars, set_host_vars
 

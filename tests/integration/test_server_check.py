@@ -25,15 +25,15 @@ from typing import Any
 
 import pytest
 
-from checks import PROBES
-from checks.result import ProbeResult, Status
-from checks.server import ServerSettings, ServerTarget, settings_from_hostvars
-from checks.target import Deadline, ProbeOptions
-from dashboard.metrics import result_samples
-from dashboard.targets import run_ansible_inventory
-from lab.config import LabConfig
-from lab.fleet import Lab
-from lab.hosts import LabHost
+from mailfleet.checks import PROBES
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.server import ServerSettings, ServerTarget, settings_from_hostvars
+from mailfleet.checks.target import Deadline, ProbeOptions
+from mailfleet.dashboard.metrics import result_samples
+from mailfleet.dashboard.targets import run_ansible_inventory
+from mailfleet.lab.config import LabConfig
+from mailfleet.lab.fleet import Lab
+from mailfleet.lab.hosts import LabHost
 from tests.conftest import lab_unavailable
 
 pytestmark = pytest.mark.lab

@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 
-from checks import sync
-from checks.result import ProbeResult
-from checks.target import Deadline, ProbeOptions, Target
-from dashboard.targets import load_inventory
-from lab.fleet import Lab
+from mailfleet.checks import sync
+from mailfleet.checks.result import ProbeResult
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.dashboard.targets import load_inventory
+from mailfleet.lab.fleet import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -167,7 +167,7 @@ def test_mail_that_never_arrives_names_the_stalled_step(
 def test_submission_refused_names_the_step(targets: dict[str, Target]) -> None:
     good = targets["mx1"]
     assert good.credentials is not None
-    from checks.target import Credentials, Secret
+    from mailfleet.checks.target import Credentials, Secret
 
     wrong = Target(
         name=good.name, address=good.address, mail_hostname=good.mail_hostname,
@@ -195,8 +195,8 @@ def test_mesh_pair_goes_over_the_mx_path(
 
 _KILLABLE = """
 import json, os, sys
-from checks import sync
-from checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
+from mailfleet.checks import sync
+from mailfleet.checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
 spec = json.loads(os.environ["PROBE_TARGET"])
 t = Target(name=spec["name"], address=spec["address"], mail_hostname=spec["mail_hostname"],
            ca_bundle=spec["ca_bundle"], credentials=Credentials(spec["user"],

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab import dns, network
-from lab.config import LabConfig, LabConfigError
-from lab.hosts import allocate, reverse_zone
-from lab.inventory import inventory_data, write_inventory
+from mailfleet.lab import dns, network
+from mailfleet.lab.config import LabConfig, LabConfigError
+from mailfleet.lab.hosts import allocate, reverse_zone
+from mailfleet.lab.inventory import inventory_data, write_inventory
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.fleet import Lab
+from mailfleet.lab.fleet import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))

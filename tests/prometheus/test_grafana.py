@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from dashboard.metrics import GAUGES
+from mailfleet.dashboard.metrics import GAUGES
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "prometheus" / "grafana" / "mailfleet.json"

@@ -27,8 +27,8 @@ from bench.localmail import (
     loopback_addresses,
     start_dovecot,
 )
-from checks.target import Credentials, ProbeOptions, Secret, Target
-from dashboard.targets import WatchedHost
+from mailfleet.checks.target import Credentials, ProbeOptions, Secret, Target
+from mailfleet.dashboard.targets import WatchedHost
 
 ROOT = Path(__file__).resolve().parents[2]
 # The suite's own loopback range (the benches use 127.77.x.y).

@@ -27,13 +27,13 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.localmail import LocalDovecot
-from checks import PROBES
-from checks.result import ProbeResult, Status
-from checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
-from dashboard.app import create_app
-from dashboard.scheduler import Scheduler
-from dashboard.store import ResultStore
-from dashboard.targets import InventoryError, WatchedHost, watched_hosts
+from mailfleet.checks import PROBES
+from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
+from mailfleet.dashboard.app import create_app
+from mailfleet.dashboard.scheduler import Scheduler
+from mailfleet.dashboard.store import ResultStore
+from mailfleet.dashboard.targets import InventoryError, WatchedHost, watched_hosts
 from tests.checks import servers
 from tests.checks.certs import make_ca, make_leaf, write_bundle, write_chain
 from tests.reliability.conftest import GOOD_ADDRESSES, ROOT, mail_host

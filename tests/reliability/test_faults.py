@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from bench.localmail import LocalDovecot, start_dovecot
-from checks import PROBES, Probe
-from checks.result import ProbeResult
-from checks.target import Deadline, ProbeOptions, Target
-from dashboard.scheduler import Scheduler
-from dashboard.store import ResultStore, StoredResult
-from dashboard.targets import WatchedHost
+from mailfleet.checks import PROBES, Probe
+from mailfleet.checks.result import ProbeResult
+from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.dashboard.scheduler import Scheduler
+from mailfleet.dashboard.store import ResultStore, StoredResult
+from mailfleet.dashboard.targets import WatchedHost
 from tests.reliability.conftest import (
     GOOD_ADDRESSES,
     VICTIM_ADDRESS,
@@ -187,8 +187,8 @@ def test_the_scheduler_keeps_its_interval_and_holds_nothing_more_over_time(
 def test_a_dns_resolver_that_is_down_is_a_failure_within_the_deadline(
     dovecot: LocalDovecot, hostile: Hostile, tmp_path: Path, kind: str
 ) -> None:
-    from checks import PROBES
-    from checks.target import Deadline
+    from mailfleet.checks import PROBES
+    from mailfleet.checks.target import Deadline
 
     host = with_domains(mail_host("dns", "127.0.0.1", dovecot, ("dns",), TIMEOUT,
                                   dns_resolvers=(f"127.0.0.1:{hostile.ports[kind]}",)))

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from checks.target import ProbeOptions, Target
-from dashboard.scheduler import Scheduler
-from dashboard.store import ResultStore
-from dashboard.targets import WatchedHost
-from lab.fleet import Lab, LabHost
-from lab.podman import podman, text
+from mailfleet.checks.target import ProbeOptions, Target
+from mailfleet.dashboard.scheduler import Scheduler
+from mailfleet.dashboard.store import ResultStore
+from mailfleet.dashboard.targets import WatchedHost
+from mailfleet.lab.fleet import Lab, LabHost
+from mailfleet.lab.podman import podman, text
 
 pytestmark = pytest.mark.lab
 

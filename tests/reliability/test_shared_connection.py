@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 
 from bench.localmail import LocalDovecot, start_dovecot
-from checks import PROBES, imap, tls, tls_login
-from checks.net import Connection
-from checks.result import ProbeResult
-from checks.target import Credentials, Deadline, Secret
-from dashboard.scheduler import Scheduler
-from dashboard.store import ResultStore
-from dashboard.targets import WatchedHost
+from mailfleet.checks import PROBES, imap, tls, tls_login
+from mailfleet.checks.net import Connection
+from mailfleet.checks.result import ProbeResult
+from mailfleet.checks.target import Credentials, Deadline, Secret
+from mailfleet.dashboard.scheduler import Scheduler
+from mailfleet.dashboard.store import ResultStore
+from mailfleet.dashboard.targets import WatchedHost
 from tests.reliability.conftest import GOOD_ADDRESSES, Hostile, mail_host
 
 TIMEOUT = 2.0

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from checks.oauth2 import TokenError, describe_token, mint_access_token, public_key_pem
+from mailfleet.checks.oauth2 import TokenError, describe_token, mint_access_token, public_key_pem
 
 
 def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from checks import sync
-from checks.result import Status
-from checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
+from mailfleet.checks import sync
+from mailfleet.checks.result import Status
+from mailfleet.checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
 
 
 def test_a_tag_is_stale_only_after_its_run_must_be_over() -> None:

@@ -104,8 +104,14 @@ def main():
         supports_check_mode=True,
     )
     try:
-        from checks.dns import Resolvers, dns_report, format_table, parse_resolver, tlsa_fetcher
-        from checks.target import Deadline, Target
+        from mailfleet.checks.dns import (
+            Resolvers,
+            dns_report,
+            format_table,
+            parse_resolver,
+            tlsa_fetcher,
+        )
+        from mailfleet.checks.target import Deadline, Target
     except ImportError as exc:
         module.fail_json(
             msg="mail_dns_check needs the mailfleet Python package on the controller "
