@@ -12,8 +12,16 @@ from types import MappingProxyType
 
 from mailfleet.checks import dns, imap, port, quota, server, smtp, tls
 from mailfleet.checks.base import Probe
-from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.dns import DnsValues
+from mailfleet.checks.imap import ImapLoginValues
+from mailfleet.checks.port import PortValues
+from mailfleet.checks.quota import QuotaValues
+from mailfleet.checks.result import ProbeResult, Reason, Status
+from mailfleet.checks.server import ServerValues
+from mailfleet.checks.smtp import SmtpValues
 from mailfleet.checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
+from mailfleet.checks.tls import TlsValues
+from mailfleet.checks.values import Values
 
 
 def sync_unavailable(check: str, target: Target) -> ProbeResult | None:
@@ -43,6 +51,16 @@ def _sync_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> Pr
     return sync.probe(target, options, deadline)
 
 
+def _sync_values() -> type[Values]:
+    # SyncValues sits in checks.sync, which imports imapclient: read its declaration without
+    # importing the probe where imapclient is missing.
+    try:
+        from mailfleet.checks.sync import SyncValues
+    except ImportError:
+        return Values
+    return SyncValues
+
+
 PROBES: Mapping[str, Probe] = MappingProxyType(
     {
         "port": port.probe,
@@ -56,6 +74,22 @@ PROBES: Mapping[str, Probe] = MappingProxyType(
     }
 )
 
+# Each check's declaration of its values (checks.values): what readers use instead of keys.
+# A mesh pair (sync_mesh) is a sync measurement between two hosts.
+VALUES: Mapping[str, type[Values]] = MappingProxyType(
+    {
+        "port": PortValues,
+        "tls": TlsValues,
+        "imap_login": ImapLoginValues,
+        "smtp": SmtpValues,
+        "quota": QuotaValues,
+        "dns": DnsValues,
+        "server": ServerValues,
+        "sync": _sync_values(),
+        "sync_mesh": _sync_values(),
+    }
+)
+
 # What a sweep runs when the inventory does not say (mailfleet_checks):
 # the probes that need no probe account.
 DEFAULT_CHECKS: tuple[str, ...] = ("port", "tls", "smtp", "dns")
@@ -63,12 +97,15 @@ DEFAULT_CHECKS: tuple[str, ...] = ("port", "tls", "smtp", "dns")
 __all__ = [
     "DEFAULT_CHECKS",
     "PROBES",
+    "VALUES",
     "Credentials",
     "Deadline",
     "Probe",
     "ProbeOptions",
     "ProbeResult",
+    "Reason",
     "Secret",
     "Status",
     "Target",
+    "Values",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 
 
@@ -25,18 +25,52 @@ class Probe(Protocol):
 
 
 class ProbeFailure(Exception):
-    """Acquisition cannot go on; ``message`` is what the admin reads."""
+    """Acquisition cannot go on; ``message`` is what the admin reads, ``reason`` its class."""
 
-    def __init__(self, message: str, status: Status = Status.CRITICAL) -> None:
+    def __init__(self, message: str, status: Status = Status.CRITICAL,
+                 reason: Reason | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.reason = reason if reason is not None else guess_reason(message, status)
 
 
 @dataclass(frozen=True)
 class Verdict:
     status: Status
     message: str = ""
+    reason: Reason | None = None  # None: NONE when OK, THRESHOLD otherwise
+
+    def why(self) -> Reason:
+        if self.reason is not None:
+            return self.reason
+        return Reason.NONE if self.status == Status.OK else Reason.THRESHOLD
+
+
+# Transitional: failures raised without a reason are classed by their words.
+_REASON_WORDS: tuple[tuple[Reason, tuple[str, ...]], ...] = (
+    (Reason.REFUSED, ("connection refused",)),
+    (Reason.UNREACHABLE, ("unreachable", "no route", "host is down", "network is down")),
+    (Reason.TIMEOUT, ("timed out", "timeout", "within", "deadline")),
+    (Reason.CERT_EXPIRED, ("expired",)),
+    (Reason.CERT_INVALID, ("certificate",)),
+    (Reason.TLS_HANDSHAKE, ("tls", "ssl", "handshake")),
+    (Reason.AUTH_FAILED, ("auth", "login", "credential", "password", "token")),
+    (Reason.DNS_RECORD, ("dns", "nxdomain", "ptr", "mx ", "resolve", "spf", "dmarc", "tlsa")),
+    (Reason.PROTOCOL, ("greeting", "garbage", "unexpected", "protocol", "banner")),
+    (Reason.REJECTED, ("refused", "rejected")),
+)
+
+
+def guess_reason(message: str, status: Status = Status.CRITICAL) -> Reason:
+    """A reason for a failure raised without one, from its words."""
+    if status == Status.UNKNOWN and ("configured" in message or "no probe account" in message):
+        return Reason.NOT_CONFIGURED
+    text = message.lower()
+    for reason, words in _REASON_WORDS:
+        if any(w in text for w in words):
+            return reason
+    return Reason.OTHER
 
 
 @dataclass
@@ -75,9 +109,9 @@ def run(
         acquire(acq)
         verdict = judge(acq.values)
     except ProbeFailure as failure:
-        verdict = Verdict(failure.status, failure.message)
+        verdict = Verdict(failure.status, failure.message, failure.reason)
     except Exception as exc:  # a bug must not take the sweep down
-        verdict = Verdict(Status.UNKNOWN, f"probe error: {type(exc).__name__}: {exc}")
+        verdict = crashed(exc)
     acq.phases["total"] = time.monotonic() - start
     return ProbeResult(
         check=check,
@@ -88,4 +122,10 @@ def run(
         values=acq.values,
         error=verdict.message,
         started_at=started_at,
+        reason=verdict.why(),
     )
+
+
+def crashed(exc: Exception) -> Verdict:
+    """The verdict on a probe that raised something other than ProbeFailure: a bug."""
+    return Verdict(Status.UNKNOWN, f"probe error: {type(exc).__name__}: {exc}", Reason.CRASH)

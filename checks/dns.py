@@ -13,7 +13,7 @@ import ipaddress
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,8 +28,29 @@ from mailfleet.checks.net import tls_context
 from mailfleet.checks.result import ProbeResult, Status
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 from mailfleet.checks.tlsinfo import CertInfo, served_chain
+from mailfleet.checks.values import Values, declared
 
 CHECK = "dns"
+
+@declared
+@dataclass(frozen=True)
+class DnsValues(Values):
+    """What ``dns`` found: one finding per record looked at, and a verdict per concern.
+
+    A ``*_ok`` value is None when the concern was not looked at.
+    """
+
+    resolvers: Sequence[str] = ()
+    findings: Sequence[Mapping[str, Any]] = ()  # Finding.to_dict
+    mx_ok: bool | None = None
+    a_ok: bool | None = None
+    ptr_ok: bool | None = None
+    fcrdns_ok: bool | None = None
+    spf_ok: bool | None = None
+    dmarc_ok: bool | None = None
+    tlsa_ok: bool | None = None
+    rdns_ok: bool | None = None  # PTR set and forward-confirmed
+
 OK, WARNING, ERROR = "ok", "warning", "error"
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mailfleet.checks import sasl
@@ -20,12 +21,28 @@ from mailfleet.checks.net import Connection, tls_context
 from mailfleet.checks.result import ProbeResult, Status
 from mailfleet.checks.target import CredentialsError, Deadline, ProbeOptions, Target
 from mailfleet.checks.tlsinfo import session_values
+from mailfleet.checks.values import Values, declared
 
 CHECK = "imap_login"
 # Send the SASL initial response on the command line (SASL-IR) only below this;
 # longer ones (big JWTs) go in a continuation, which servers accept longer.
 SASL_IR_MAX = 8000
 MAX_RESPONSE_LINES = 10000
+
+@declared
+@dataclass(frozen=True)
+class ImapLoginValues(Values):
+    """What ``imap_login`` measured (``quota`` measures it too, on its way in)."""
+
+    service: str = ""
+    port: int | None = None
+    tls_version: str = ""
+    tls_cipher: str = ""
+    capabilities: Sequence[str] = ()
+    mechanism: str = ""
+    user: str = ""  # the probe account (an inventory setting, not a secret)
+    logged_in: bool = False
+
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

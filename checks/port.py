@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from mailfleet.checks.base import Acquisition, Verdict, run
 from mailfleet.checks.net import connect
 from mailfleet.checks.result import ProbeResult, Status
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.values import Values, declared
 
 CHECK = "port"
+
+@declared
+@dataclass(frozen=True)
+class PortValues(Values):
+    """What ``port`` measured."""
+
+    address: str = ""
+    port: int | None = None
+    service: str = ""
+    open: bool = False
+
 
 
 def acquire(target: Target, service: str, deadline: Deadline, acq: Acquisition) -> None:

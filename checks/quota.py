@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
-from mailfleet.checks.imap import login, open_session, secret_for
+from mailfleet.checks.imap import ImapLoginValues, login, open_session, secret_for
 from mailfleet.checks.imap_proto import parse_quota, parse_quotaroot
 from mailfleet.checks.result import ProbeResult, Status
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.checks.values import declared
 
 CHECK = "quota"
+
+@declared
+@dataclass(frozen=True)
+class QuotaValues(ImapLoginValues):
+    """What ``quota`` measured: the login's values, then the quota root's resources."""
+
+    storage_used_bytes: int | None = None
+    storage_limit_bytes: int | None = None
+    messages_used: int | None = None
+    messages_limit: int | None = None
+    quota_roots: Sequence[str] | None = None
+    used_percent: float | None = None
+
 
 
 def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition) -> None:

@@ -15,6 +15,34 @@ from types import MappingProxyType
 from typing import Any
 
 
+class Reason(enum.StrEnum):
+    """Why a probe did not pass, from a small fixed set: a metric label and a store column.
+
+    Never free text (that is ``ProbeResult.error``); a probe that passes has ``NONE``.
+    """
+
+    NONE = ""
+    REFUSED = "refused"  # the port answered with a reset: nothing listens
+    UNREACHABLE = "unreachable"  # no route, host down
+    TIMEOUT = "timeout"  # a step did not finish before the probe's deadline
+    TLS_HANDSHAKE = "tls_handshake"  # no TLS session (not the certificate: the handshake)
+    CERT_INVALID = "cert_invalid"  # untrusted chain, wrong name, not yet valid
+    CERT_EXPIRED = "cert_expired"
+    AUTH_FAILED = "auth_failed"  # the server refused the probe account's credentials
+    DNS_NXDOMAIN = "dns_nxdomain"  # a name the check needs does not exist
+    DNS_RECORD = "dns_record"  # a record is missing or says something else than it should
+    PROTOCOL = "protocol"  # the server spoke, but not as the protocol says
+    UNSUPPORTED = "unsupported"  # the server lacks what the check needs (IDLE, QUOTA, STARTTLS)
+    REJECTED = "rejected"  # a well-formed "no" (5xx, NO, BAD) to a command other than login
+    THRESHOLD = "threshold"  # measured fine, but past a warning or critical threshold
+    NOT_CONFIGURED = "not_configured"  # the inventory lacks what the check needs
+    COMMAND_FAILED = "command_failed"  # the server check: a command on the host failed
+    DEADLINE = "deadline"  # abandoned by the scheduler past the probe's hard end
+    CRASH = "crash"  # a bug in the probe
+    UNKNOWN_CHECK = "unknown_check"
+    OTHER = "other"
+
+
 class Status(enum.IntEnum):
     """Nagios-style status: the value is the plugin exit code."""
 
@@ -50,6 +78,7 @@ class ProbeResult:
     values: Mapping[str, Any] = field(default_factory=dict)
     error: str = ""
     started_at: float = field(default_factory=time.time)
+    reason: Reason = Reason.NONE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phases", _frozen(self.phases))
@@ -65,5 +94,6 @@ class ProbeResult:
             "phases": dict(self.phases),
             "values": dict(self.values),
             "error": self.error,
+            "reason": str(self.reason),
             "started_at": self.started_at,
         }

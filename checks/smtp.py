@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mailfleet.checks import sasl
@@ -27,11 +29,32 @@ from mailfleet.checks.smtp_proto import (
 )
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 from mailfleet.checks.tlsinfo import session_values
+from mailfleet.checks.values import Values, declared
 
 CHECK = "smtp"
 MAX_REPLY_LINES = 200
 MAX_COMMAND_LINE = 998  # RFC 5321 text line limit, CRLF excluded
 SERVICES = ("smtp", "submission", "submissions")
+
+@declared
+@dataclass(frozen=True)
+class SmtpValues(Values):
+    """What ``smtp`` measured. The ``*_before_tls`` values exist only on STARTTLS ports."""
+
+    service: str = ""
+    port: int | None = None
+    banner: str = ""
+    banner_hostname: str = ""
+    extensions_before_tls: Sequence[str] | None = None
+    auth_before_tls: Sequence[str] | None = None
+    starttls_offered: bool | None = None
+    tls_version: str = ""
+    tls_cipher: str = ""
+    extensions_after_tls: Sequence[str] = ()
+    auth_after_tls: Sequence[str] = ()
+    mechanism: str = ""
+    logged_in: bool = False
+
 
 
 class SmtpClient:

@@ -48,6 +48,7 @@ from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run, worst
 from mailfleet.checks.mesh import mesh_round as mesh_round  # re-exported: sync.mesh_round
 from mailfleet.checks.result import ProbeResult, Status
 from mailfleet.checks.target import CredentialsError, Deadline, ProbeOptions, Target
+from mailfleet.checks.values import Values, declared
 
 TAG_HEADER = "X-Mailfleet-Probe"
 SUBJECT = "mailfleet sync probe"
@@ -58,6 +59,26 @@ CRITICAL_SECONDS = 30.0
 _TAG_RE = re.compile(r"^([0-9a-f]{32})\.(\d{10,16})$")
 _QUEUED_RE = re.compile(rb"queued as ([0-9A-Za-z]+)")
 _APPENDUID_RE = re.compile(rb"APPENDUID \d+ (\d+)")
+
+@declared
+@dataclass(frozen=True)
+class SyncValues(Values):
+    """What ``sync`` (``kind`` local) and a mesh pair (``kind`` mesh) measured, in seconds."""
+
+    kind: str = ""  # local | mesh
+    source: str = ""  # mesh: the host the message was submitted on
+    destination: str = ""  # mesh: the host whose mailbox received it
+    method: str = ""  # idle | poll
+    leftovers_removed: int = 0
+    queue_id: str = ""
+    message_id: str = ""
+    submitted_at: float | None = None
+    visible_at: float | None = None
+    delivery_latency_seconds: float | None = None  # accepted -> visible to a client
+    push_latency_seconds: float | None = None  # accepted -> IDLE reported it
+    append_latency_seconds: float | None = None  # APPEND by one session -> EXISTS in another
+    client_latency_seconds: float | None = None  # flag set by one session -> seen by another
+
 
 
 # -- tags ------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +35,35 @@ from mailfleet.checks.tlsinfo import (
     utc,
     verified_chain,
 )
+from mailfleet.checks.values import Values, declared
 
 CHECK = "tls"
 SERVICES = ("imaps", "imap", "smtp", "submission", "submissions")
+
+@declared
+@dataclass(frozen=True)
+class TlsValues(Values):
+    """What ``tls`` measured. Timestamps are seconds since the epoch (UTC)."""
+
+    service: str = ""
+    port: int | None = None
+    hostname: str = ""  # the name verified (mail_hostname), also the SNI sent
+    ca_bundle: str = ""  # the trust anchor's path, or "system"
+    tls_version: str = ""
+    tls_cipher: str = ""
+    chain_verified: bool | None = None
+    verify_error: str = ""
+    served_certs: Sequence[Mapping[str, Any]] = ()  # every certificate sent (CertInfo.to_dict)
+    served_earliest_not_after: float | None = None  # over everything the server sent
+    chain_earliest_not_after: float | None = None  # over the verified path only
+    cert_subject: str = ""
+    cert_issuer: str = ""
+    cert_sans: Sequence[str] = ()
+    cert_not_before: float | None = None
+    cert_not_after: float | None = None
+    cert_days_left: float | None = None
+    hostname_match: bool | None = None
+
 
 
 def handshake(

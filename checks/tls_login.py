@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mailfleet.checks import imap, tls
-from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, crashed
 from mailfleet.checks.net import Connection, tls_context
-from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 
 CHECKS = (tls.CHECK, imap.CHECK)
@@ -59,9 +59,9 @@ class _Part:
             acquire(self.acq)
             verdict = judge(self.acq.values)
         except ProbeFailure as failure:
-            verdict = Verdict(failure.status, failure.message)
+            verdict = Verdict(failure.status, failure.message, failure.reason)
         except Exception as exc:  # a bug must not take the other result down
-            verdict = _bug(exc)
+            verdict = crashed(exc)
         self.end(verdict)
 
     def end(self, verdict: Verdict) -> None:
@@ -77,11 +77,8 @@ class _Part:
             values=self.acq.values,
             error=verdict.message,
             started_at=self.started_at,
+            reason=verdict.why(),
         )
-
-
-def _bug(exc: Exception) -> Verdict:
-    return Verdict(Status.UNKNOWN, f"probe error: {type(exc).__name__}: {exc}")
 
 
 @contextlib.contextmanager
@@ -123,7 +120,8 @@ def probe(target: Target, options: ProbeOptions,
         except ssl.SSLCertVerificationError as exc:
             conn.close()
             login.end(Verdict(Status.CRITICAL,
-                              f"TLS certificate not accepted: {exc.verify_message}"))
+                              f"TLS certificate not accepted: {exc.verify_message}",
+                              Reason.CERT_INVALID))
             error = tls.verify_error_of(exc)
             cert.run(lambda acq: tls.acquire_unverified(target, SERVICE, deadline, error, acq),
                      tls.judge_for(options))
@@ -133,10 +131,10 @@ def probe(target: Target, options: ProbeOptions,
                       imap.judge)
     except ProbeFailure as failure:  # no connection, no handshake: neither check got anywhere
         for part in (cert, login):
-            part.end(Verdict(failure.status, failure.message))
+            part.end(Verdict(failure.status, failure.message, failure.reason))
     except Exception as exc:
         for part in (cert, login):
-            part.end(_bug(exc))
+            part.end(crashed(exc))
     finally:
         if conn is not None:
             conn.close()

@@ -7,13 +7,14 @@ from mailfleet.checks.server.config import (
     settings_from_hostvars,
     with_server_settings,
 )
-from mailfleet.checks.server.probe import CHECK, commands, probe, probe_with
+from mailfleet.checks.server.probe import CHECK, ServerValues, commands, probe, probe_with
 
 __all__ = [
     "CHECK",
     "ServerConfigError",
     "ServerSettings",
     "ServerTarget",
+    "ServerValues",
     "commands",
     "probe",
     "probe_with",

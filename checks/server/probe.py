@@ -7,8 +7,9 @@ section is parsed on its own so one missing tool does not hide the others.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,43 @@ from mailfleet.checks.server.config import ServerConfigError, ServerSettings, Se
 from mailfleet.checks.server.ssh import CommandResult, SshError, SshSession
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 from mailfleet.checks.tlsinfo import span, utc
+from mailfleet.checks.values import Values, declared
 
 CHECK = "server"
+
+
+@declared
+@dataclass(frozen=True)
+class ServerValues(Values):
+    """What ``server`` saw on the host (see checks/SERVER.md); a section that failed is absent.
+
+    Nested mappings: ``filesystems`` path -> FsSpace.to_values, ``services`` name -> up,
+    ``served_certs_by_service`` service -> {sha256, not_after}.
+    """
+
+    ssh_user: str = ""
+    paths: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    ssh_error: str = ""  # SshError.kind when the login failed
+    commands_run: int = 0
+    command_errors: Sequence[str] = ()
+    queue_messages: Mapping[str, int] | None = None
+    queue_oldest_seconds: float | None = None
+    queue_oldest_seconds_by_queue: Mapping[str, float] | None = None
+    queue_recipients_deferred: int | None = None
+    deferral_reasons: Sequence[Mapping[str, Any]] = ()
+    queue_listing_truncated: bool | None = None
+    dovecot_sessions: int | None = None
+    dovecot_sessions_by_protocol: Mapping[str, int] | None = None
+    dovecot_users: int | None = None
+    services: Mapping[str, bool] | None = None
+    filesystems: Mapping[str, Mapping[str, Any]] | None = None
+    filesystems_missing: Sequence[str] = ()
+    cert_file: str = ""
+    cert_file_not_after: float | None = None
+    cert_file_sha256: str = ""
+    served_certs_by_service: Mapping[str, Mapping[str, Any]] | None = None
+    cert_reload_pending_by_service: Mapping[str, bool] | None = None
+    cert_reload_pending: bool | None = None
 
 # Absolute paths: a non-root login's PATH lacks /usr/sbin. Debian's locations.
 POSTQUEUE = "/usr/sbin/postqueue"
