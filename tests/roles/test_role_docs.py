@@ -19,8 +19,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = sorted(p for p in (ROOT / "roles").iterdir() if (p / "defaults" / "main.yml").exists())
 NO_DEFAULT = {"mail_tls_source"}
-_EXAMPLE = re.compile(r"^## Example \(the tested Molecule converge, `([^`]+)`\)\n+```yaml\n(.*?)```",
-                      re.M | re.S)
+_EXAMPLE = re.compile(
+    r"^## Example \(the tested Molecule converge, `([^`]+)`\)\n+```yaml\n(.*?)```", re.M | re.S)
 
 
 def _load(path: Path) -> Any:
