@@ -10,6 +10,7 @@ from pathlib import Path
 
 from mailfleet.checks.result import ProbeResult, Status
 from mailfleet.dashboard.store import ResultStore
+from mailfleet.dashboard.web.model import host_summary
 
 
 def result(check: str, ok: bool, at: float, **values: object) -> ProbeResult:
@@ -51,18 +52,22 @@ def test_history_is_oldest_first_within_the_window(tmp_path: Path) -> None:
     assert [r.started_at - base for r in newest] == [8, 9]
 
 
-def test_fleet_summary_counts_hosts_by_worst_status(tmp_path: Path) -> None:
+def test_host_summaries_count_hosts_by_worst_status(tmp_path: Path) -> None:
     store = ResultStore(tmp_path / "r.db")
     now = time.time()
     store.record("mx1", result("port", True, now))
     store.record("mx1", result("tls", False, now))
     store.record("mx2", result("port", True, now))
-    summary = store.fleet_summary(["mx1", "mx2", "mx3"])
-    by_host = {h.host: h for h in summary.hosts}
+    latest = store.latest()
+    by_host = {name: host_summary(name, [r for r in latest if r.host == name])
+               for name in ["mx1", "mx2", "mx3"]}
+    counts = dict.fromkeys(("ok", "warning", "critical", "unknown"), 0)
+    for summary in by_host.values():
+        counts[summary.status.label] += 1
     assert by_host["mx1"].status is Status.CRITICAL
     assert by_host["mx2"].status is Status.OK
     assert by_host["mx3"].status is Status.UNKNOWN  # in the inventory, never probed
-    assert summary.counts == {"ok": 1, "warning": 0, "critical": 1, "unknown": 1}
+    assert counts == {"ok": 1, "warning": 0, "critical": 1, "unknown": 1}
 
 
 def test_retention_drops_old_history_but_keeps_the_latest(tmp_path: Path) -> None:
@@ -91,6 +96,7 @@ WRITER = """
 import sys, time
 from mailfleet.checks.result import ProbeResult
 from mailfleet.dashboard.store import ResultStore
+from mailfleet.dashboard.web.model import host_summary
 store = ResultStore(sys.argv[1])
 i = 0
 while True:
