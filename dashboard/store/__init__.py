@@ -17,7 +17,7 @@ from mailfleet.dashboard.store.records import (
     Sweep,
     worst,
 )
-from mailfleet.dashboard.store.schema import SCHEMA_VERSION, StoreVersionError
+from mailfleet.dashboard.store.schema import SCHEMA_VERSION, StoreError, StoreVersionError
 
 __all__ = [
     "MESH_CHECK_PREFIX",
@@ -27,6 +27,7 @@ __all__ = [
     "MeshPair",
     "ResultStore",
     "SeriesPoint",
+    "StoreError",
     "StoreVersionError",
     "StoredResult",
     "Sweep",

@@ -17,8 +17,12 @@ from collections.abc import Sequence
 
 from mailfleet.checks.result import Reason
 
+# What opening or reading a store raises when the file cannot be used (damaged, not
+# SQLite, too new): callers catch this, not sqlite3's names.
+StoreError = sqlite3.DatabaseError
 
-class StoreVersionError(RuntimeError):
+
+class StoreVersionError(StoreError):
     """The store file was written by a newer mailfleet than this one."""
 
 
@@ -97,7 +101,6 @@ def migrate(conn: sqlite3.Connection, path: str) -> int:
 def _refuse_newer(version: int, path: str) -> None:
     if version > SCHEMA_VERSION:
         raise StoreVersionError(
-            f"the result store {path} has schema version {version}, newer than this "
-            f"mailfleet knows ({SCHEMA_VERSION}): upgrade mailfleet, or point it at "
-            "another file"
+            f"{path} has schema version {version}, newer than this mailfleet knows "
+            f"({SCHEMA_VERSION}): upgrade mailfleet, or use another file"
         )
