@@ -159,14 +159,14 @@ def _cert_days(r: StoredResult, now: float) -> Cell:
     return cell(r.status.label, _days(days), f"not after {utc(expiry)}", round(days, 3))
 
 
-def _latency(read: Callable[[StoredResult], Any]) -> Filler:
+def _latency(read: Callable[[SyncValues], float | None]) -> Filler:
     def fill(r: StoredResult, _now: float) -> Cell:
-        value = _number(read(r))
+        sync = SyncValues.of(r)
+        value = _number(read(sync))
         if value is not None:
             detail = r.error
-            mesh = SyncValues.of(r)
-            if mesh.kind == "mesh":
-                detail = f"mesh: from {mesh.source} {detail}".strip()
+            if sync.kind == "mesh":
+                detail = f"mesh: from {sync.source} {detail}".strip()
             return cell(r.status.label, _seconds(value), detail, round(value, 4))
         if not r.success:
             return cell(r.status.label, short_reason(r), r.error, None)
@@ -214,9 +214,9 @@ FILLERS: Mapping[str, Filler] = {
     "imap_login": _imap_login,
     "smtp": _smtp,
     "cert_days": _cert_days,
-    "delivery": (_latency(lambda r: SyncValues.of(r).delivery_latency_seconds)
+    "delivery": (_latency(lambda v: v.delivery_latency_seconds)
                  if SYNC_READABLE else _sync_unreadable),
-    "client_sync": (_latency(lambda r: SyncValues.of(r).client_latency_seconds)
+    "client_sync": (_latency(lambda v: v.client_latency_seconds)
                     if SYNC_READABLE else _sync_unreadable),
     "mx": _dns_flag(lambda d: d.mx_ok, ("mx",), "MX"),
     "rdns": _dns_flag(lambda d: d.rdns_ok, ("ptr", "fcrdns"), "reverse DNS"),
