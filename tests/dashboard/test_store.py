@@ -266,3 +266,18 @@ def test_a_store_newer_than_the_code_is_refused(tmp_path: Path) -> None:
 def test_a_store_needs_a_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="file path"):
         ResultStore(":memory:")
+
+
+def test_two_processes_opening_an_old_store_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite3"
+    write_v1_store(path, time.time())
+    opener = ("import sys; from mailfleet.dashboard.store import ResultStore; "
+              "ResultStore(sys.argv[1])")
+    procs = [subprocess.Popen([sys.executable, "-c", opener, str(path)], stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    store = ResultStore(path)
+    assert len(store.history("mx1", "port")) == 360
+    store.close()
