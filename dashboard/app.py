@@ -6,7 +6,7 @@ Configuration keys (``MAILFLEET_*``; ``mailfleet serve`` fills them from flags):
 ``MAILFLEET_VAULT_PASSWORD_FILE``  vault password file for the inventory
 ``MAILFLEET_GROUP``                inventory group to watch (default ``mailservers``; None: all)
 ``MAILFLEET_HOSTS``                a list of ``WatchedHost`` instead of an inventory (tests)
-``MAILFLEET_DB``                   SQLite path of the result store (default ``:memory:``)
+``MAILFLEET_DB``                   SQLite file of the result store (default: a new temporary file)
 ``MAILFLEET_RETENTION``            seconds of history kept (default 7 days)
 ``MAILFLEET_INTERVAL``             seconds between sweep starts (default 60)
 ``MAILFLEET_TIMEOUT``              default probe deadline for hosts that set none
@@ -23,7 +23,9 @@ page adds its module to ``FEATURE_MODULES``.
 from __future__ import annotations
 
 import importlib
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -40,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "MAILFLEET_VAULT_PASSWORD_FILE": None,
     "MAILFLEET_GROUP": "mailservers",
     "MAILFLEET_HOSTS": None,
-    "MAILFLEET_DB": ":memory:",
+    "MAILFLEET_DB": None,
     "MAILFLEET_RETENTION": 7 * 86400.0,
     "MAILFLEET_INTERVAL": 60.0,
     "MAILFLEET_TIMEOUT": None,
@@ -64,7 +66,12 @@ def build_monitor(config: Mapping[str, Any]) -> Monitor:
             default_timeout=config["MAILFLEET_TIMEOUT"],
             refresh=float(config["MAILFLEET_INVENTORY_REFRESH"]),
         )
-    store = ResultStore(config["MAILFLEET_DB"], retention=float(config["MAILFLEET_RETENTION"]))
+    db = config["MAILFLEET_DB"]
+    if db is None:
+        # Results that live as long as this process (a quick look, tests): still a file,
+        # so every reader sees what the scheduler wrote.
+        db = Path(tempfile.mkdtemp(prefix="mailfleet-")) / "results.sqlite3"
+    store = ResultStore(db, retention=float(config["MAILFLEET_RETENTION"]))
     interval = float(config["MAILFLEET_INTERVAL"])
     scheduler = Scheduler(
         inventory.refreshed_hosts,

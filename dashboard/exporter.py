@@ -29,7 +29,6 @@ from mailfleet.dashboard.metrics import (
     check_labels,
     counter_family,
     gauge_families,
-    load_extensions,
     result_samples,
     with_labels,
 )
@@ -322,6 +321,5 @@ def healthz() -> tuple[dict[str, object], int]:
 
 
 def init_app(app: Flask) -> None:
-    load_extensions()
     app.register_blueprint(bp)
     app.extensions["mailfleet_metrics"] = MetricsPage(app.extensions["mailfleet"])

@@ -7,8 +7,9 @@ shared/DESIGN.md: ``mailfleet_`` prefix, base units (seconds, bytes, ratios,
 Unix timestamps), and never a per-user or volatile label (no serial, no
 fingerprint, no address, no error text).
 
-Each check's values are read by an extractor registered in ``EXTRACTORS``; a
-new check (e.g. ``server``) adds its own with ``register_extractor``.
+Each check's values are read by its extractor in ``EXTRACTORS``, through the
+check's declaration (``TlsValues.of(values).cert_not_after``); a new check adds
+its gauges to ``GAUGES`` and its extractor to ``EXTRACTORS``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from mailfleet.dashboard.store.values import (
+    SYNC_READABLE,
+    DnsValues,
+    ImapLoginValues,
+    QuotaValues,
+    ServerValues,
+    SmtpValues,
+    SyncValues,
+    TlsValues,
+)
 
 
 class ResultLike(Protocol):
@@ -83,34 +95,25 @@ GAUGES: dict[str, str] = {
     "mailfleet_dns_spf_ok": "1 if SPF records are present and parse.",
     "mailfleet_dns_dmarc_ok": "1 if DMARC records are present and parse.",
     "mailfleet_dns_tlsa_ok": "1 if TLSA records (when present) match the served certificate.",
+    # The server check (checks/server, over SSH); its values in checks/SERVER.md.
+    "mailfleet_server_ssh_up": "1 if the server check logged in over SSH and ran its commands.",
+    "mailfleet_postfix_queue_messages": "Messages in each Postfix queue.",
+    "mailfleet_postfix_queue_oldest_seconds": "Age of the oldest message waiting in Postfix's "
+    "queues (maildrop, incoming, active, deferred; not hold).",
+    "mailfleet_dovecot_sessions": "Dovecot sessions (doveadm who), all protocols.",
+    "mailfleet_dovecot_protocol_sessions": "Dovecot sessions by protocol.",
+    "mailfleet_fs_size_bytes": "Size of the file system holding the path.",
+    "mailfleet_fs_free_bytes": "Bytes free for unprivileged users on the path's file system.",
+    "mailfleet_fs_inodes": "Inodes of the file system holding the path.",
+    "mailfleet_fs_free_inodes": "Free inodes of the file system holding the path.",
+    "mailfleet_service_up": "1 if the service's master process runs on the host.",
+    "mailfleet_tls_cert_file_not_after_timestamp_seconds": "Not-after of the certificate "
+    "file on the host's disk.",
+    "mailfleet_tls_cert_reload_pending": "1 if the certificate file on disk is not the one "
+    "the service serves (renewed but not reloaded).",
 }
 
 Extractor = Callable[[Mapping[str, Any]], Iterable[Sample]]
-EXTRACTORS: dict[str, Extractor] = {}
-
-# Modules that register more extractors (``register_extractor``) and gauges
-# (``declare``) when imported; the exporter imports them at start.
-EXTENSION_MODULES: tuple[str, ...] = ()
-
-
-def load_extensions() -> None:
-    import importlib
-
-    for name in EXTENSION_MODULES:
-        importlib.import_module(name)
-
-
-def register_extractor(check: str) -> Callable[[Extractor], Extractor]:
-    def decorate(fn: Extractor) -> Extractor:
-        EXTRACTORS[check] = fn
-        return fn
-
-    return decorate
-
-
-def declare(name: str, help_text: str) -> None:
-    """Declare a gauge an extractor of another module emits."""
-    GAUGES.setdefault(name, help_text)
 
 
 def _number(value: Any) -> float | None:
@@ -121,151 +124,131 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _flag(values: Mapping[str, Any], key: str, name: str) -> Iterator[Sample]:
-    value = values.get(key)
+def _flag(value: Any, name: str) -> Iterator[Sample]:
     if isinstance(value, bool):
         yield Sample(name, {}, float(value))
 
 
-def _stamp(values: Mapping[str, Any], key: str, name: str) -> Iterator[Sample]:
-    value = _number(values.get(key))
-    if value is not None and not isinstance(values.get(key), bool):
-        yield Sample(name, {}, value)
+def _stamp(value: Any, name: str) -> Iterator[Sample]:
+    number = _number(value)
+    if number is not None and not isinstance(value, bool):
+        yield Sample(name, {}, number)
 
 
-@register_extractor("tls")
 def _tls(values: Mapping[str, Any]) -> Iterator[Sample]:
-    yield from _stamp(values, "cert_not_after", "mailfleet_tls_cert_not_after_timestamp_seconds")
-    yield from _stamp(values, "cert_not_before", "mailfleet_tls_cert_not_before_timestamp_seconds")
-    yield from _stamp(
-        values,
-        "chain_earliest_not_after",
-        "mailfleet_tls_cert_chain_earliest_not_after_timestamp_seconds",
-    )
-    yield from _stamp(
-        values,
-        "served_earliest_not_after",
-        "mailfleet_tls_served_earliest_not_after_timestamp_seconds",
-    )
-    yield from _flag(values, "chain_verified", "mailfleet_tls_cert_chain_verified")
-    yield from _flag(values, "hostname_match", "mailfleet_tls_cert_hostname_match")
-    version = values.get("tls_version")
-    if isinstance(version, str) and version:
-        yield Sample("mailfleet_tls_version_info", {"version": version}, 1.0)
+    v = TlsValues.of(values)
+    yield from _stamp(v.cert_not_after, "mailfleet_tls_cert_not_after_timestamp_seconds")
+    yield from _stamp(v.cert_not_before, "mailfleet_tls_cert_not_before_timestamp_seconds")
+    yield from _stamp(v.chain_earliest_not_after,
+                      "mailfleet_tls_cert_chain_earliest_not_after_timestamp_seconds")
+    yield from _stamp(v.served_earliest_not_after,
+                      "mailfleet_tls_served_earliest_not_after_timestamp_seconds")
+    yield from _flag(v.chain_verified, "mailfleet_tls_cert_chain_verified")
+    yield from _flag(v.hostname_match, "mailfleet_tls_cert_hostname_match")
+    if isinstance(v.tls_version, str) and v.tls_version:
+        yield Sample("mailfleet_tls_version_info", {"version": v.tls_version}, 1.0)
 
 
-@register_extractor("imap_login")
 def _imap_login(values: Mapping[str, Any]) -> Iterator[Sample]:
-    mechanism = values.get("mechanism")
-    if isinstance(mechanism, str) and mechanism:
-        ok = bool(values.get("logged_in"))
-        yield Sample("mailfleet_imap_login_success", {"mechanism": mechanism.upper()}, float(ok))
+    v = ImapLoginValues.of(values)
+    if isinstance(v.mechanism, str) and v.mechanism:
+        yield Sample("mailfleet_imap_login_success", {"mechanism": v.mechanism.upper()},
+                     float(bool(v.logged_in)))
 
 
-@register_extractor("smtp")
 def _smtp(values: Mapping[str, Any]) -> Iterator[Sample]:
-    yield from _flag(values, "starttls_offered", "mailfleet_smtp_starttls_offered")
-    if "auth_before_tls" in values:
-        yield Sample("mailfleet_smtp_auth_before_tls", {}, float(bool(values["auth_before_tls"])))
+    v = SmtpValues.of(values)
+    yield from _flag(v.starttls_offered, "mailfleet_smtp_starttls_offered")
+    if v.auth_before_tls is not None:
+        yield Sample("mailfleet_smtp_auth_before_tls", {}, float(bool(v.auth_before_tls)))
 
 
-@register_extractor("quota")
 def _quota(values: Mapping[str, Any]) -> Iterator[Sample]:
-    pairs = (
-        ("storage_used_bytes", "mailfleet_quota_used_bytes"),
-        ("storage_limit_bytes", "mailfleet_quota_limit_bytes"),
-        ("messages_used", "mailfleet_quota_used_messages"),
-        ("messages_limit", "mailfleet_quota_limit_messages"),
-    )
-    for key, name in pairs:
-        yield from _stamp(values, key, name)
+    v = QuotaValues.of(values)
+    yield from _stamp(v.storage_used_bytes, "mailfleet_quota_used_bytes")
+    yield from _stamp(v.storage_limit_bytes, "mailfleet_quota_limit_bytes")
+    yield from _stamp(v.messages_used, "mailfleet_quota_used_messages")
+    yield from _stamp(v.messages_limit, "mailfleet_quota_limit_messages")
     ratios = []
-    for used, limit in (("storage_used_bytes", "storage_limit_bytes"),
-                        ("messages_used", "messages_limit")):
-        u, lim = _number(values.get(used)), _number(values.get(limit))
+    for used, limit in ((v.storage_used_bytes, v.storage_limit_bytes),
+                        (v.messages_used, v.messages_limit)):
+        u, lim = _number(used), _number(limit)
         if u is not None and lim:
             ratios.append(u / lim)
     if ratios:
         yield Sample("mailfleet_quota_used_ratio", {}, max(ratios))
 
 
-@register_extractor("sync")
 def _sync(values: Mapping[str, Any]) -> Iterator[Sample]:
-    for key, kind in (
-        ("delivery_latency_seconds", "delivery"),
-        ("push_latency_seconds", "push"),
-        ("client_latency_seconds", "client"),
-        ("append_latency_seconds", "append"),
+    v = SyncValues.of(values)
+    for value, kind in (
+        (v.delivery_latency_seconds, "delivery"),
+        (v.push_latency_seconds, "push"),
+        (v.client_latency_seconds, "client"),
+        (v.append_latency_seconds, "append"),
     ):
-        value = _number(values.get(key))
-        if value is not None:
-            yield Sample("mailfleet_sync_latency_seconds", {"kind": kind}, value)
+        number = _number(value)
+        if number is not None:
+            yield Sample("mailfleet_sync_latency_seconds", {"kind": kind}, number)
 
 
-@register_extractor("sync_mesh")
 def _sync_mesh(values: Mapping[str, Any]) -> Iterator[Sample]:
-    value = _number(values.get("delivery_latency_seconds"))
-    if value is not None:
-        yield Sample("mailfleet_sync_mesh_latency_seconds", {}, value)
+    number = _number(SyncValues.of(values).delivery_latency_seconds)
+    if number is not None:
+        yield Sample("mailfleet_sync_mesh_latency_seconds", {}, number)
 
 
-@register_extractor("dns")
 def _dns(values: Mapping[str, Any]) -> Iterator[Sample]:
-    for what in ("mx", "rdns", "spf", "dmarc", "tlsa"):
-        yield from _flag(values, f"{what}_ok", f"mailfleet_dns_{what}_ok")
+    v = DnsValues.of(values)
+    for value, what in ((v.mx_ok, "mx"), (v.rdns_ok, "rdns"), (v.spf_ok, "spf"),
+                        (v.dmarc_ok, "dmarc"), (v.tlsa_ok, "tlsa")):
+        yield from _flag(value, f"mailfleet_dns_{what}_ok")
 
 
-
-# The server check (checks/server, over SSH); value keys documented in checks/SERVER.md.
-for _name, _help in (
-    ("mailfleet_server_ssh_up", "1 if the server check logged in over SSH and ran its commands."),
-    ("mailfleet_postfix_queue_messages", "Messages in each Postfix queue."),
-    ("mailfleet_postfix_queue_oldest_seconds", "Age of the oldest message waiting in Postfix's "
-     "queues (maildrop, incoming, active, deferred; not hold)."),
-    ("mailfleet_dovecot_sessions", "Dovecot sessions (doveadm who), all protocols."),
-    ("mailfleet_dovecot_protocol_sessions", "Dovecot sessions by protocol."),
-    ("mailfleet_fs_size_bytes", "Size of the file system holding the path."),
-    ("mailfleet_fs_free_bytes", "Bytes free for unprivileged users on the path's file system."),
-    ("mailfleet_fs_inodes", "Inodes of the file system holding the path."),
-    ("mailfleet_fs_free_inodes", "Free inodes of the file system holding the path."),
-    ("mailfleet_service_up", "1 if the service's master process runs on the host."),
-    ("mailfleet_tls_cert_file_not_after_timestamp_seconds", "Not-after of the certificate "
-     "file on the host's disk."),
-    ("mailfleet_tls_cert_reload_pending", "1 if the certificate file on disk is not the one "
-     "the service serves (renewed but not reloaded)."),
-):
-    declare(_name, _help)
-
-
-@register_extractor("server")
 def _server(values: Mapping[str, Any]) -> Iterator[Sample]:
-    ran = _number(values.get("commands_run")) or 0
-    yield Sample("mailfleet_server_ssh_up", {}, float(ran > 0 and "ssh_error" not in values))
-    for queue, count in sorted((values.get("queue_messages") or {}).items()):
+    v = ServerValues.of(values)
+    ran = _number(v.commands_run) or 0
+    yield Sample("mailfleet_server_ssh_up", {}, float(ran > 0 and not v.ssh_error))
+    for queue, count in sorted((v.queue_messages or {}).items()):
         if _number(count) is not None:
             yield Sample("mailfleet_postfix_queue_messages", {"queue": str(queue)}, float(count))
-    if "queue_messages" in values:
+    if v.queue_messages is not None:
         # An empty queue has no oldest message: its age is 0, not absent.
-        oldest = _number(values.get("queue_oldest_seconds"))
+        oldest = _number(v.queue_oldest_seconds)
         yield Sample("mailfleet_postfix_queue_oldest_seconds", {}, oldest or 0.0)
-    yield from _stamp(values, "dovecot_sessions", "mailfleet_dovecot_sessions")
-    for proto, count in sorted((values.get("dovecot_sessions_by_protocol") or {}).items()):
+    yield from _stamp(v.dovecot_sessions, "mailfleet_dovecot_sessions")
+    for proto, count in sorted((v.dovecot_sessions_by_protocol or {}).items()):
         yield Sample("mailfleet_dovecot_protocol_sessions", {"protocol": str(proto)}, float(count))
-    for path, fs in sorted((values.get("filesystems") or {}).items()):
+    for path, fs in sorted((v.filesystems or {}).items()):
+        # FsSpace.to_values: a nested mapping of the server check (checks/SERVER.md).
         for key, name in (("size_bytes", "mailfleet_fs_size_bytes"),
                           ("free_bytes", "mailfleet_fs_free_bytes"),
                           ("inodes", "mailfleet_fs_inodes"),
                           ("free_inodes", "mailfleet_fs_free_inodes")):
-            value = _number(fs.get(key))
-            if value is not None:
-                yield Sample(name, {"path": str(path)}, value)
-    for service, up in sorted((values.get("services") or {}).items()):
+            number = _number(fs.get(key))
+            if number is not None:
+                yield Sample(name, {"path": str(path)}, number)
+    for service, up in sorted((v.services or {}).items()):
         yield Sample("mailfleet_service_up", {"service": str(service)}, float(bool(up)))
-    yield from _stamp(values, "cert_file_not_after",
+    yield from _stamp(v.cert_file_not_after,
                       "mailfleet_tls_cert_file_not_after_timestamp_seconds")
-    for service, pending in sorted((values.get("cert_reload_pending_by_service") or {}).items()):
+    for service, pending in sorted((v.cert_reload_pending_by_service or {}).items()):
         yield Sample("mailfleet_tls_cert_reload_pending", {"service": str(service)},
                      float(bool(pending)))
+
+
+# check name -> what its values say as samples (a check without one has only the
+# common families). Sync needs imapclient here to read its declaration.
+EXTRACTORS: Mapping[str, Extractor] = {
+    "tls": _tls,
+    "imap_login": _imap_login,
+    "smtp": _smtp,
+    "quota": _quota,
+    "dns": _dns,
+    "server": _server,
+    **({"sync": _sync, "sync_mesh": _sync_mesh} if SYNC_READABLE else {}),
+}
+
 
 def check_labels(check: str) -> dict[str, str]:
     """Labels of a stored check name: a mesh pair ``sync_mesh:<source>`` is
@@ -333,16 +316,12 @@ def with_labels(samples: Iterable[Sample], labels: Mapping[str, str]) -> Iterato
 
 
 __all__ = [
-    "EXTENSION_MODULES",
     "EXTRACTORS",
     "GAUGES",
     "Metric",
     "Sample",
     "counter_family",
-    "declare",
     "gauge_families",
-    "load_extensions",
-    "register_extractor",
     "result_samples",
     "with_labels",
 ]

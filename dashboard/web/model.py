@@ -1,4 +1,4 @@
-"""What the pages and the JSON API show, computed once from the store's latest results.
+"""The fleet rows the pages and the JSON API show, from the store's latest results.
 
 A fleet *row* is one inventory host; its *cells* are the columns an on-call
 admin scans (port 993, TLS, IMAP login, ...). Each cell has a status (colour and
@@ -6,33 +6,41 @@ word), a short text, a detail (the probe's own error text, shown on hover and on
 the host page) and a sort key. The HTML pages and ``/api/fleet`` use the same
 dictionaries, so the page and its auto-refresh can never disagree.
 
-Nothing here reads a credential: rows are built from ``WatchedHost`` names,
-groups and thresholds, and from stored results (which never hold secrets).
+A cell never judges a result again: its status is the stored result's, which the
+probe's judge set from the host's ``ProbeOptions`` thresholds. Its text is the
+measured value when the probe passed, and the probe's bounded ``reason`` when it
+did not.
+
+Nothing here reads a credential: rows are built from ``WatchedHost`` names and
+groups, and from stored results (which never hold secrets).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mailfleet.checks.result import ProbeResult, Status
-from mailfleet.checks.target import ProbeOptions
-from mailfleet.dashboard.scheduler import failure_reason, is_mesh_check
-from mailfleet.dashboard.store import FleetSummary, HostSummary, StoredResult, worst
+from mailfleet.checks.result import Reason, Status
+from mailfleet.dashboard.scheduler import is_mesh_check
+from mailfleet.dashboard.store import HostSummary, StoredResult, worst
+from mailfleet.dashboard.store.values import (
+    SYNC_READABLE,
+    DnsValues,
+    ImapLoginValues,
+    QuotaValues,
+    SyncValues,
+    TlsValues,
+)
 from mailfleet.dashboard.targets import WatchedHost
 
 STATUSES: tuple[str, ...] = ("critical", "warning", "unknown", "ok")
 NOT_WATCHED = "none"  # a check this host does not run (the inventory did not ask for it)
 
-# Sync latency thresholds, as checks.sync judges them.
-SYNC_WARNING_SECONDS = 10.0
-SYNC_CRITICAL_SECONDS = 30.0
-
 Cell = dict[str, Any]
 Row = dict[str, Any]
+Filler = Callable[[StoredResult, float], Cell]
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,23 @@ COLUMNS: tuple[Column, ...] = (
     Column("quota", "Quota", "quota", numeric=True),
 )
 
+# A reason as the word in a narrow cell; any other reason shows as itself.
+SHORT_REASONS: Mapping[Reason, str] = {
+    Reason.NONE: "failed",  # a failure whose probe named no reason
+    Reason.OTHER: "failed",
+    Reason.CRASH: "failed",
+    Reason.DEADLINE: "timeout",
+    Reason.AUTH_FAILED: "auth",
+    Reason.TLS_HANDSHAKE: "tls",
+    Reason.CERT_INVALID: "untrusted",
+    Reason.CERT_EXPIRED: "expired",
+    Reason.DNS_NXDOMAIN: "nxdomain",
+    Reason.DNS_RECORD: "dns",
+    Reason.NOT_CONFIGURED: "not set up",
+    Reason.COMMAND_FAILED: "command",
+    Reason.UNKNOWN_CHECK: "unknown check",
+}
+
 
 def utc(ts: float | None) -> str:
     if ts is None:
@@ -67,145 +92,134 @@ def cell(status: str, text: str, detail: str = "", sort: float | str | None = No
     return {"status": status, "text": text, "detail": detail, "sort": sort}
 
 
-def _short_failure(result: StoredResult) -> str:
-    reason = failure_reason_of(result)
-    return {"other": "failed", "crash": "failed", "deadline": "timeout"}.get(reason, reason)
-
-
-def failure_reason_of(result: StoredResult) -> str:
-    return failure_reason(
-        ProbeResult(result.check, result.host, result.success, result.status,
-                    values=result.values, error=result.error)
-    )
+def short_reason(result: StoredResult) -> str:
+    return SHORT_REASONS.get(result.reason, str(result.reason).replace("_", " "))
 
 
 def _seconds(value: float) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def _result_cell(result: StoredResult, ok_text: str) -> Cell:
-    if result.success and result.status == Status.OK:
-        return cell("ok", ok_text, result.error, 0)
-    text = ok_text if result.success else _short_failure(result)
-    return cell(result.status.label, text, result.error, int(result.status))
+def _days(days: float) -> str:
+    return "expired" if days < 0 else f"{days:.0f} d" if days >= 2 else f"{days * 24:.0f} h"
 
 
-def _port(r: StoredResult, _o: ProbeOptions, _now: float) -> Cell:
-    return _result_cell(r, "open")
+def _verdict(r: StoredResult, ok_text: str, sort: float | None = None) -> Cell:
+    """The probe's status; the measured ``ok_text`` unless the probe failed."""
+    if r.status == Status.OK:
+        return cell("ok", ok_text, r.error, 0 if sort is None else sort)
+    text = ok_text if r.success else short_reason(r)
+    return cell(r.status.label, text, r.error, int(r.status) if sort is None else sort)
 
 
-def _tls(r: StoredResult, _o: ProbeOptions, _now: float) -> Cell:
-    v = r.values
-    ok_text = str(v.get("tls_version") or "ok")
-    if r.status != Status.OK and v.get("served_certs"):
-        if v.get("hostname_match") is False:
+def _port(r: StoredResult, _now: float) -> Cell:
+    return _verdict(r, "open")
+
+
+def _tls(r: StoredResult, _now: float) -> Cell:
+    v = TlsValues.of(r)
+    ok_text = v.tls_version or "ok"
+    if r.status != Status.OK and v.served_certs:
+        if v.hostname_match is False:
             return cell(r.status.label, "name mismatch", r.error, int(r.status))
-        if v.get("chain_verified") is False:
+        if v.chain_verified is False:
             return cell(r.status.label, "untrusted", r.error, int(r.status))
         return cell(r.status.label, ok_text, r.error, int(r.status))
-    return _result_cell(r, ok_text)
+    return _verdict(r, ok_text)
 
 
-def _imap_login(r: StoredResult, _o: ProbeOptions, _now: float) -> Cell:
-    mech = r.values.get("mechanism")
-    return _result_cell(r, f"ok ({mech})" if mech else "ok")
+def _imap_login(r: StoredResult, _now: float) -> Cell:
+    mech = ImapLoginValues.of(r).mechanism
+    return _verdict(r, f"ok ({mech})" if mech else "ok")
 
 
-def _smtp(r: StoredResult, _o: ProbeOptions, _now: float) -> Cell:
-    return _result_cell(r, "ok")
+def _smtp(r: StoredResult, _now: float) -> Cell:
+    return _verdict(r, "ok")
 
 
-def cert_expiry(values: Mapping[str, Any]) -> float | None:
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def cert_expiry(tls: TlsValues) -> float | None:
     """When the served chain stops being valid: the verified chain's earliest not-after."""
-    for key in ("chain_earliest_not_after", "cert_not_after", "served_earliest_not_after"):
-        value = values.get(key)
-        if isinstance(value, int | float):
-            return float(value)
+    for value in (tls.chain_earliest_not_after, tls.cert_not_after,
+                  tls.served_earliest_not_after):
+        number = _number(value)
+        if number is not None:
+            return number
     return None
 
 
-def _cert_days(r: StoredResult, o: ProbeOptions, now: float) -> Cell:
-    expiry = cert_expiry(r.values)
+def _cert_days(r: StoredResult, now: float) -> Cell:
+    expiry = cert_expiry(TlsValues.of(r))
     if expiry is None:
-        return cell("unknown", "no cert", r.error, None)
+        return cell(r.status.label if not r.success else "unknown", "no cert", r.error, None)
     days = (expiry - now) / 86400
-    if days < o.tls_critical_days:
-        status = "critical"
-    elif days < o.tls_warning_days:
-        status = "warning"
-    else:
-        status = "ok"
-    text = "expired" if days < 0 else f"{days:.0f} d" if days >= 2 else f"{days * 24:.0f} h"
-    return cell(status, text, f"not after {utc(expiry)}", round(days, 3))
+    return cell(r.status.label, _days(days), f"not after {utc(expiry)}", round(days, 3))
 
 
-def _latency_status(seconds: float) -> str:
-    if seconds >= SYNC_CRITICAL_SECONDS:
-        return "critical"
-    if seconds >= SYNC_WARNING_SECONDS:
-        return "warning"
-    return "ok"
-
-
-def _latency(key: str) -> Callable[[StoredResult, ProbeOptions, float], Cell]:
-    def fill(r: StoredResult, _o: ProbeOptions, _now: float) -> Cell:
-        value = r.values.get(key)
-        if isinstance(value, int | float):
+def _latency(read: Callable[[SyncValues], float | None]) -> Filler:
+    def fill(r: StoredResult, _now: float) -> Cell:
+        sync = SyncValues.of(r)
+        value = _number(read(sync))
+        if value is not None:
             detail = r.error
-            if r.values.get("kind") == "mesh":
-                detail = f"mesh: from {r.values.get('source')} {detail}".strip()
-            return cell(_latency_status(float(value)), _seconds(float(value)), detail,
-                        round(float(value), 4))
+            if sync.kind == "mesh":
+                detail = f"mesh: from {sync.source} {detail}".strip()
+            return cell(r.status.label, _seconds(value), detail, round(value, 4))
         if not r.success:
-            return cell(r.status.label, _short_failure(r), r.error, None)
+            return cell(r.status.label, short_reason(r), r.error, None)
         return cell("unknown", "no data", r.error, None)
 
     return fill
 
 
-def _dns_flag(key: str, what: str) -> Callable[[StoredResult, ProbeOptions, float], Cell]:
-    def fill(r: StoredResult, _o: ProbeOptions, _now: float) -> Cell:
-        value = r.values.get(key)
-        mine = [f for f in r.values.get("findings") or [] if _finding_is(f, key)]
+def _sync_unreadable(r: StoredResult, _now: float) -> Cell:
+    return cell(r.status.label, short_reason(r) if not r.success else "ok", r.error, None)
+
+
+def _dns_flag(read: Callable[[DnsValues], bool | None], checks: tuple[str, ...],
+              what: str) -> Filler:
+    """A DNS concern's cell: its flag, and the probe's verdicts of its findings."""
+    def fill(r: StoredResult, _now: float) -> Cell:
+        dns = DnsValues.of(r)
+        mine = [f for f in dns.findings if f.get("check") in checks]
         problems = "; ".join(f.get("message", "") for f in mine if f.get("status") != "ok")
+        value = read(dns)
         if value is True:
             warn = any(f.get("status") == "warning" for f in mine)
             return cell("warning" if warn else "ok", "ok", problems, 1 if warn else 0)
         if value is False:
             return cell("critical", "wrong", problems or f"{what} does not match", 2)
         if not r.success:
-            return cell(r.status.label, _short_failure(r), r.error, None)
+            return cell(r.status.label, short_reason(r), r.error, None)
         return cell("unknown", "n/a", f"no {what} finding", None)
 
     return fill
 
 
-def _finding_is(finding: Mapping[str, Any], key: str) -> bool:
-    check = finding.get("check")
-    if key == "rdns_ok":
-        return check in ("ptr", "fcrdns")
-    return bool(check == key.removesuffix("_ok"))
-
-
-def _quota(r: StoredResult, _o: ProbeOptions, _now: float) -> Cell:
-    percent = r.values.get("used_percent")
-    if isinstance(percent, int | float):
-        return cell(r.status.label, f"{percent:.0f} %", r.error, round(float(percent), 2))
+def _quota(r: StoredResult, _now: float) -> Cell:
+    percent = _number(QuotaValues.of(r).used_percent)
+    if percent is not None:
+        return cell(r.status.label, f"{percent:.0f} %", r.error, round(percent, 2))
     if r.success:
         return cell(r.status.label, "no limit", r.error, -1)
-    return cell(r.status.label, _short_failure(r), r.error, None)
+    return cell(r.status.label, short_reason(r), r.error, None)
 
 
-FILLERS: Mapping[str, Callable[[StoredResult, ProbeOptions, float], Cell]] = {
+FILLERS: Mapping[str, Filler] = {
     "port": _port,
     "tls": _tls,
     "imap_login": _imap_login,
     "smtp": _smtp,
     "cert_days": _cert_days,
-    "delivery": _latency("delivery_latency_seconds"),
-    "client_sync": _latency("client_latency_seconds"),
-    "mx": _dns_flag("mx_ok", "MX"),
-    "rdns": _dns_flag("rdns_ok", "reverse DNS"),
+    "delivery": (_latency(lambda v: v.delivery_latency_seconds)
+                 if SYNC_READABLE else _sync_unreadable),
+    "client_sync": (_latency(lambda v: v.client_latency_seconds)
+                    if SYNC_READABLE else _sync_unreadable),
+    "mx": _dns_flag(lambda d: d.mx_ok, ("mx",), "MX"),
+    "rdns": _dns_flag(lambda d: d.rdns_ok, ("ptr", "fcrdns"), "reverse DNS"),
     "quota": _quota,
 }
 
@@ -222,7 +236,7 @@ def host_cells(
             else:
                 cells[column.key] = cell(NOT_WATCHED, "n/a", "not in this host's checks", None)
             continue
-        cells[column.key] = FILLERS[column.key](result, host.options, now)
+        cells[column.key] = FILLERS[column.key](result, now)
     return cells
 
 
@@ -233,7 +247,7 @@ def _check_rank(check: str) -> tuple[int, str]:
     return (CHECK_ORDER.index(check) if check in CHECK_ORDER else len(CHECK_ORDER), check)
 
 
-def reason(summary: HostSummary) -> tuple[str, float | None]:
+def why(summary: HostSummary) -> tuple[str, float | None]:
     """Why the host has its status (the failing checks' errors) and since when it was last ok.
 
     Checks failing with the same words are named together ("port, tls: connection
@@ -254,28 +268,16 @@ def reason(summary: HostSummary) -> tuple[str, float | None]:
 
 
 def fleet_row(host: WatchedHost, summary: HostSummary, now: float) -> Row:
-    why, last_ok = reason(summary)
+    words, last_ok = why(summary)
     return {
         "name": host.name,
         "groups": list(host.groups),
         "status": summary.status.label,
-        "reason": why,
+        "reason": words,
         "last_ok_at": last_ok,
         "last_probe_at": summary.last_probe_at,
         "cells": host_cells(host, summary.checks, now),
     }
-
-
-def fleet_rows(
-    hosts: Sequence[WatchedHost], summary: FleetSummary, now: float | None = None
-) -> list[Row]:
-    now = time.time() if now is None else now
-    by_name = {s.host: s for s in summary.hosts}
-    rows = []
-    for host in hosts:
-        s = by_name.get(host.name) or HostSummary(host.name, Status.UNKNOWN, {}, None)
-        rows.append(fleet_row(host, s, now))
-    return rows
 
 
 def counts(rows: Iterable[Row]) -> dict[str, int]:
@@ -289,152 +291,11 @@ def groups_of(hosts: Iterable[WatchedHost]) -> list[str]:
     return sorted({g for h in hosts for g in h.groups})
 
 
-def host_summary(host: WatchedHost, latest: Iterable[StoredResult]) -> HostSummary:
+def host_summary(name: str, latest: Iterable[StoredResult]) -> HostSummary:
+    """The host's worst status over its own checks (UNKNOWN without any result)."""
     # Mesh pairs stored on this host (mail into it from another host) are shown in
     # the host page's mesh section, not judged as the host's own health.
     checks = {r.check: r for r in latest if not is_mesh_check(r.check)}
     status = worst(r.status for r in checks.values())
     last = max((r.started_at for r in checks.values()), default=None)
-    return HostSummary(host.name, status, checks, last)
-
-
-def public_host(host: WatchedHost) -> dict[str, Any]:
-    """What the pages say about a host's configuration: no credential, not even masked."""
-    t = host.target
-    return {
-        "name": host.name,
-        "address": t.address,
-        "mail_hostname": t.mail_hostname,
-        "domains": list(t.domains),
-        "groups": list(host.groups),
-        "checks": list(t.checks),
-        "ports": dict(t.ports),
-        "probe_user": t.credentials.user if t.credentials else None,
-    }
-
-
-def result_view(r: StoredResult) -> dict[str, Any]:
-    """One latest result for the host page (values minus bulky structures shown elsewhere)."""
-    values = {k: v for k, v in r.values.items() if k not in ("served_certs", "findings")}
-    return {
-        "check": r.check,
-        "status": r.status.label,
-        "success": r.success,
-        "error": r.error,
-        "started_at": r.started_at,
-        "duration": r.duration,
-        "phases": dict(r.phases),
-        "values": values,
-        "last_success_at": r.last_success_at,
-    }
-
-
-def _age(seconds: Any) -> str:
-    if not isinstance(seconds, int | float):
-        return "nothing queued"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def server_view(server: StoredResult | None) -> dict[str, Any] | None:
-    """The ``server`` check's inside view (checks/SERVER.md) for the host page."""
-    if server is None:
-        return None
-    v = server.values
-    queues = v.get("queue_messages") or {}
-    filesystems = []
-    for path, fs in sorted((v.get("filesystems") or {}).items()):
-        if not isinstance(fs, Mapping):
-            continue
-        ratio = fs.get("free_ratio")
-        filesystems.append({
-            "path": path,
-            "free_percent": round(100 * ratio, 1) if isinstance(ratio, int | float) else None,
-            "free_bytes": fs.get("free_bytes"),
-            "free_inodes_percent": (round(100 * fs["free_inodes_ratio"], 1)
-                                    if isinstance(fs.get("free_inodes_ratio"), int | float)
-                                    else None),
-        })
-    return {
-        "status": server.status.label,
-        "error": server.error,
-        "ssh_error": v.get("ssh_error") or "",
-        "queues": {q: queues[q] for q in sorted(queues)},
-        "oldest": _age(v.get("queue_oldest_seconds")),
-        "deferral_reasons": [
-            {"reason": str(r.get("reason", "")), "count": r.get("count", 0)}
-            for r in v.get("deferral_reasons") or [] if isinstance(r, Mapping)
-        ],
-        "sessions": v.get("dovecot_sessions"),
-        "sessions_by_protocol": dict(v.get("dovecot_sessions_by_protocol") or {}),
-        "services": dict(v.get("services") or {}),
-        "filesystems": filesystems,
-        "cert_file": v.get("cert_file") or "",
-        "cert_file_not_after": v.get("cert_file_not_after"),
-        "cert_reload_pending": dict(v.get("cert_reload_pending_by_service") or {}),
-        "command_errors": dict(v.get("command_errors") or {}),
-        "checked_at": server.started_at,
-    }
-
-
-def certificate(tls: StoredResult | None, now: float) -> dict[str, Any] | None:
-    if tls is None:
-        return None
-    v = tls.values
-    chain = list(v.get("served_certs") or [])
-    if not chain:
-        return {"present": False, "error": tls.error, "chain": []}
-    leaf = chain[0]
-    expiry = cert_expiry(v)
-    return {
-        "present": True,
-        "subject": leaf.get("subject", ""),
-        "issuer": leaf.get("issuer", ""),
-        "sans": list(leaf.get("sans") or []),
-        "not_before": leaf.get("not_before"),
-        "not_after": leaf.get("not_after"),
-        "days_left": round((expiry - now) / 86400, 2) if expiry is not None else None,
-        "chain_verified": v.get("chain_verified"),
-        "verify_error": v.get("verify_error") or "",
-        "hostname": v.get("hostname", ""),
-        "hostname_match": v.get("hostname_match"),
-        "tls_version": v.get("tls_version", ""),
-        "tls_cipher": v.get("tls_cipher", ""),
-        "chain": [
-            {
-                "subject": c.get("subject", ""),
-                "issuer": c.get("issuer", ""),
-                "not_after": c.get("not_after"),
-                "expired": isinstance(c.get("not_after"), int | float) and c["not_after"] < now,
-            }
-            for c in chain
-        ],
-        "error": tls.error,
-        "checked_at": tls.started_at,
-    }
-
-
-def dns_findings(dns: StoredResult | None) -> dict[str, Any] | None:
-    if dns is None:
-        return None
-    return {
-        "status": dns.status.label,
-        "error": dns.error,
-        "resolvers": list(dns.values.get("resolvers") or []),
-        "findings": [
-            {
-                "check": f.get("check", ""),
-                "subject": f.get("subject", ""),
-                "status": f.get("status", ""),
-                "message": f.get("message", ""),
-                "seen": f.get("seen", ""),
-                "expected": f.get("expected", ""),
-                "resolvers": f.get("resolvers", ""),
-            }
-            for f in dns.values.get("findings") or []
-        ],
-        "checked_at": dns.started_at,
-    }
+    return HostSummary(name, status, checks, last)

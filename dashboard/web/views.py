@@ -11,7 +11,7 @@ from flask import current_app, url_for
 from mailfleet.dashboard.monitor import Monitor
 from mailfleet.dashboard.scheduler import is_mesh_check
 from mailfleet.dashboard.targets import WatchedHost
-from mailfleet.dashboard.web import history, model, rowhtml
+from mailfleet.dashboard.web import history, hostview, model, rowhtml
 from mailfleet.dashboard.web.fleetcache import Entry, FleetCache
 
 
@@ -85,7 +85,7 @@ def host(
 ) -> dict[str, Any]:
     now = time.time() if now is None else now
     latest = mon.store.latest(watched.name)
-    summary = model.host_summary(watched, latest)
+    summary = model.host_summary(watched.name, latest)
     row = model.fleet_row(watched, summary, now)
     checks = {r.check: r for r in latest if not is_mesh_check(r.check)}
     names = [h.name for h in mon.inventory.hosts()]
@@ -95,22 +95,19 @@ def host(
         "generated_at": now,
         "interval": mon.interval,
         "refresh_seconds": refresh_seconds(mon.interval),
-        "host": model.public_host(watched),
+        "host": hostview.public_host(watched),
         "status": row["status"],
         "reason": row["reason"],
         "last_ok_at": row["last_ok_at"],
         "last_probe_at": row["last_probe_at"],
         "cells": row["cells"],
         "checks": [
-            model.result_view(checks[c]) if c in checks
-            else {"check": c, "status": "unknown", "error": "no result yet", "success": False,
-                  "started_at": None, "duration": None, "phases": {}, "values": {},
-                  "last_success_at": None}
+            hostview.result_view(checks[c]) if c in checks else hostview.pending_view(c)
             for c in order
         ],
-        "certificate": model.certificate(checks.get("tls"), now),
-        "dns": model.dns_findings(checks.get("dns")),
-        "server": model.server_view(checks.get("server")),
+        "certificate": hostview.certificate(checks.get("tls"), now),
+        "dns": hostview.dns_findings(checks.get("dns")),
+        "server": hostview.server_view(checks.get("server")),
         "mesh": _mesh(mon, watched.name, names, now),
     }
     if with_history:

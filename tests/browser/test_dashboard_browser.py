@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.dashboard.app import create_app
 from tests.browser.conftest import CHART_INK_JS, CHART_POINTS_JS, PageLog, screenshot, serving
 from tests.dashboard_web.fleetdata import fill_store, make_hosts
@@ -55,7 +55,7 @@ def test_fleet_page_goes_critical_live_and_filters(app: Flask, page: tuple[Any, 
         refused = "connection to 10.77.5.11:993 refused"
         store = app.extensions["mailfleet"].store
         store.record_many([("mx1", ProbeResult(check, "mx1", False, Status.CRITICAL, {},
-                                               {}, refused, now))
+                                               {}, refused, now, reason=Reason.REFUSED))
                            for check in ("port", "tls", "imap_login", "quota")])
         started = time.monotonic()
         p.wait_for_function(
@@ -117,7 +117,8 @@ def test_host_page_draws_its_charts(app: Flask, page: tuple[Any, PageLog]) -> No
         # The login starts failing: the checks table and the headline follow, no reload.
         store = app.extensions["mailfleet"].store
         store.record("mx3", ProbeResult("imap_login", "mx3", False, Status.CRITICAL, {}, {},
-                                        "LOGIN rejected: AUTHENTICATIONFAILED", time.time()))
+                                        "LOGIN rejected: AUTHENTICATIONFAILED", time.time(),
+                                        reason=Reason.AUTH_FAILED))
         p.wait_for_function(
             "() => document.querySelector('tr[data-check=\"imap_login\"] .badge')"
             ".textContent === 'critical'", timeout=3 * INTERVAL * 1000)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.dashboard.store import ResultStore, Sweep
 from mailfleet.dashboard.targets import WatchedHost, watched_host
 
@@ -61,13 +61,12 @@ def results_for(name: str, i: int, at: float, healthy: bool = True) -> list[Prob
     out = []
     if down:
         refused = f"connection to 10.77.5.{10 + i}:993 refused"
-        out.append(ProbeResult("port", name, False, Status.CRITICAL, {"connect": 0.001},
-                               {"port": 993, "service": "imaps"}, refused, at))
-        out.append(ProbeResult("tls", name, False, Status.CRITICAL, {"connect": 0.001},
-                               {"port": 993}, refused, at))
-        out.append(ProbeResult("imap_login", name, False, Status.CRITICAL, {"connect": 0.001},
-                               {"port": 993}, refused, at))
-        out.append(ProbeResult("quota", name, False, Status.CRITICAL, {}, {}, refused, at))
+        for check, values in (("port", {"port": 993, "service": "imaps"}),
+                              ("tls", {"port": 993}), ("imap_login", {"port": 993}),
+                              ("quota", {})):
+            out.append(ProbeResult(check, name, False, Status.CRITICAL,
+                                   {"connect": 0.001} if values else {}, values, refused, at,
+                                   reason=Reason.REFUSED))
     else:
         out.append(ProbeResult("port", name, True, Status.OK,
                                {"connect": 0.002 + jitter / 10, "total": 0.003 + jitter / 10},
@@ -86,7 +85,7 @@ def results_for(name: str, i: int, at: float, healthy: bool = True) -> list[Prob
              "cert_issuer": leaf["issuer"], "cert_sans": leaf["sans"],
              "cert_not_before": leaf["not_before"], "cert_not_after": expiry,
              "cert_days_left": round((expiry - at) / DAY, 2), "hostname_match": True},
-            tls_error, at))
+            tls_error, at, reason=Reason.THRESHOLD if tls_status else Reason.NONE))
         out.append(ProbeResult(
             "imap_login", name, True, Status.OK,
             {"connect": 0.002, "tls": 0.012, "greeting": 0.004, "auth": 0.03 + jitter,
@@ -99,7 +98,8 @@ def results_for(name: str, i: int, at: float, healthy: bool = True) -> list[Prob
             "quota", name, True, q_status, {"auth": 0.03, "quota": 0.002, "total": 0.06},
             {"storage_used_bytes": used * 1024 * 1024, "storage_limit_bytes": 100 * 1024 * 1024,
              "quota_roots": ["User quota"], "used_percent": float(used)},
-            f"quota storage {used}% used" if q_status else "", at))
+            f"quota storage {used}% used" if q_status else "", at,
+            reason=Reason.THRESHOLD if q_status else Reason.NONE))
     out.append(ProbeResult(
         "smtp", name, True, Status.OK,
         {"connect": 0.002, "banner": 0.01, "starttls": 0.015, "total": 0.03 + jitter},
@@ -124,7 +124,8 @@ def results_for(name: str, i: int, at: float, healthy: bool = True) -> list[Prob
         {"resolvers": ["10.77.5.1:53"], "findings": findings, "mx_ok": True, "a_ok": True,
          "ptr_ok": ptr_ok, "fcrdns_ok": None, "spf_ok": None, "dmarc_ok": None,
          "tlsa_ok": None, "rdns_ok": ptr_ok},
-        "" if ptr_ok else f"PTR of 10.77.5.{10 + i} is not set", at))
+        "" if ptr_ok else f"PTR of 10.77.5.{10 + i} is not set", at,
+        reason=Reason.NONE if ptr_ok else Reason.DNS_RECORD))
     if not down:
         out.append(ProbeResult(
             "sync", name, True, Status.OK, {"submit": 0.05, "deliver": 0.3 + jitter, "total": 0.6},

@@ -248,8 +248,8 @@ def test_static_assets_are_served_from_the_package(client: FlaskClient) -> None:
         r.close()
 
 
-def test_memory_store_still_renders(tmp_path: Path) -> None:
-    app = make_app(tmp_path, MAILFLEET_DB=":memory:")
+def test_a_store_without_a_path_still_renders(tmp_path: Path) -> None:
+    app = make_app(tmp_path, MAILFLEET_DB=None)
     c = app.test_client()
     assert c.get("/").status_code == 200
     data = c.get("/api/hosts/mx2").get_json()
@@ -331,3 +331,14 @@ def test_the_fleet_view_leaves_mesh_pairs_out(app: Flask, client: FlaskClient) -
         assert snapshot.fingerprints.get("mx1") == before.fingerprints.get("mx1")
     row = next(r for r in client.get("/api/fleet").get_json()["hosts"] if r["name"] == "mx1")
     assert row["status"] == row_before["status"]
+
+
+def test_each_result_carries_the_probes_reason(client: FlaskClient) -> None:
+    """The API and the host page say why a check failed in the probe's bounded word."""
+    data = client.get("/api/hosts/mx7").get_json()
+    checks = {c["check"]: c for c in data["checks"]}
+    assert checks["port"]["reason"] == "refused"
+    assert checks["smtp"]["reason"] == ""  # passed: no reason
+    html = client.get("/hosts/mx7").get_data(as_text=True)
+    row = html.split('<tr data-check="port">', 1)[1].split("</tr>", 1)[0]
+    assert '<td class="check-reason">refused</td>' in row

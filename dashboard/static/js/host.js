@@ -98,6 +98,8 @@
       var text = r.error || (r.status === "ok" ? "ok" : "");
       var err = tr.querySelector(".error-text");
       if (err.textContent !== text) err.textContent = text;
+      var why = tr.querySelector(".check-reason");
+      if (why.textContent !== (r.reason || "")) why.textContent = r.reason || "";
       tr.querySelector(".check-took").textContent = mf.seconds(r.duration);
       var phases = tr.querySelector(".phases");
       phases.textContent = "";
