@@ -8,8 +8,9 @@ slot is freed for the others and whatever it returns later is dropped.
 
 Probes run on a pool of at most ``concurrency`` worker threads per sweep (not a
 thread per probe; the pool is ``dashboard.sweep.SweepRun``); a worker stuck in an
-abandoned probe is replaced, up to ``max_stranded`` stuck at once. Results are written in batches (every 50 ms or
-64 results) and a host's results are in the store before its next probe starts.
+abandoned probe is replaced, up to ``max_stranded`` stuck at once. Results are
+written in batches (every 50 ms or 64 results) and a host's results are in the
+store before its next probe starts.
 A host with both ``tls`` and ``imap_login`` on its IMAPS port gets one job that
 does both on one connection (``checks.tls_login``) and stores both results.
 
