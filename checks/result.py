@@ -37,6 +37,7 @@ class Reason(enum.StrEnum):
     THRESHOLD = "threshold"  # measured fine, but past a warning or critical threshold
     NOT_CONFIGURED = "not_configured"  # the inventory lacks what the check needs
     COMMAND_FAILED = "command_failed"  # the server check: a command on the host failed
+    SERVICE_DOWN = "service_down"  # the server check: a daemon of the mail stack is not running
     DEADLINE = "deadline"  # abandoned by the scheduler past the probe's hard end
     CRASH = "crash"  # a bug in the probe
     UNKNOWN_CHECK = "unknown_check"

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run, worst
-from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, guess_reason, run, worst
+from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.checks.server import parse
 from mailfleet.checks.server.config import ServerConfigError, ServerSettings, ServerTarget
 from mailfleet.checks.server.ssh import CommandResult, SshError, SshSession
@@ -38,7 +38,7 @@ class ServerValues(Values):
     paths: Mapping[str, str] = dataclasses.field(default_factory=dict)
     ssh_error: str = ""  # SshError.kind when the login failed
     commands_run: int = 0
-    command_errors: Sequence[str] = ()
+    command_errors: Mapping[str, str] = dataclasses.field(default_factory=dict)  # by section
     queue_messages: Mapping[str, int] | None = None
     queue_oldest_seconds: float | None = None
     queue_oldest_seconds_by_queue: Mapping[str, float] | None = None
@@ -50,7 +50,6 @@ class ServerValues(Values):
     dovecot_users: int | None = None
     services: Mapping[str, bool] | None = None
     filesystems: Mapping[str, Mapping[str, Any]] | None = None
-    filesystems_missing: Sequence[str] = ()
     cert_file: str = ""
     cert_file_not_after: float | None = None
     cert_file_sha256: str = ""
@@ -191,7 +190,7 @@ def served_cert(target: Target, service: str, deadline: Deadline, acq: Acquisiti
     finally:
         conn.close()
     if not chain:
-        raise ProbeFailure(f"{service} sent no certificate")
+        raise ProbeFailure(f"{service} sent no certificate", reason=Reason.PROTOCOL)
     return Served(chain[0].sha256, chain[0].not_after)
 
 
@@ -239,7 +238,7 @@ def acquire(
         acq.values["ssh_error"] = exc.kind
         acq.values["commands_run"] = session.commands_run
         status = Status.CRITICAL if exc.kind in ("connect", "timeout") else Status.UNKNOWN
-        raise ProbeFailure(exc.message, status) from None
+        raise ProbeFailure(exc.message, status, ssh_reason(exc)) from None
     finally:
         session.close()
     acq.values["commands_run"] = session.commands_run
@@ -257,42 +256,65 @@ def acquire(
     acq.values["command_errors"] = errors
 
 
+# Why an SSH session failed, by SshError.kind (a connect failure is classed by its words:
+# refused, unreachable).
+_SSH_REASONS = {
+    "timeout": Reason.TIMEOUT,
+    "auth": Reason.AUTH_FAILED,
+    "config": Reason.NOT_CONFIGURED,
+    "host_key_unknown": Reason.NOT_CONFIGURED,  # the operator must pin the key first
+    "host_key_changed": Reason.CERT_INVALID,  # the host's identity did not verify
+}
+
+
+def ssh_reason(exc: SshError) -> Reason:
+    reason = _SSH_REASONS.get(exc.kind)
+    if reason is not None:
+        return reason
+    guessed = guess_reason(exc.message)
+    return guessed if guessed in (Reason.REFUSED, Reason.UNREACHABLE, Reason.TIMEOUT) else (
+        Reason.PROTOCOL)
+
+
 def judge(settings: ServerSettings) -> Callable[[dict[str, Any]], Verdict]:
     def verdict(values: dict[str, Any]) -> Verdict:
-        found: list[tuple[Status, str]] = []
+        found: list[tuple[Status, str, Reason]] = []
         for service, up in (values.get("services") or {}).items():
             if not up:
-                found.append((Status.CRITICAL, f"{service} is not running"))
+                found.append((Status.CRITICAL, f"{service} is not running", Reason.SERVICE_DOWN))
         for path, fs in (values.get("filesystems") or {}).items():
             for key, what in (("free_ratio", "space"), ("free_inodes_ratio", "inodes")):
                 ratio = fs.get(key)
                 if ratio is None:
                     continue
                 if ratio < settings.free_ratio_critical:
-                    found.append((Status.CRITICAL, f"{path}: {ratio:.1%} {what} free"))
+                    found.append((Status.CRITICAL, f"{path}: {ratio:.1%} {what} free",
+                                  Reason.THRESHOLD))
                 elif ratio < settings.free_ratio_warning:
-                    found.append((Status.WARNING, f"{path}: {ratio:.1%} {what} free"))
+                    found.append((Status.WARNING, f"{path}: {ratio:.1%} {what} free",
+                                  Reason.THRESHOLD))
         if values.get("cert_reload_pending"):
             stale = [s for s, p in values["cert_reload_pending_by_service"].items() if p]
             disk_after = values.get("cert_file_not_after")
             found.append((Status.WARNING, (
                 f"certificate file {values.get('cert_file')} (not after "
                 f"{utc(disk_after) if disk_after else '?'}) is not what {', '.join(stale)} "
-                "serves: renewed but not reloaded? reload the daemon")))
+                "serves: renewed but not reloaded? reload the daemon"), Reason.THRESHOLD))
         deferred = (values.get("queue_messages") or {}).get("deferred", 0)
         oldest = values.get("queue_oldest_seconds")
         if deferred >= settings.deferred_warning:
-            found.append((Status.WARNING, f"{deferred} messages deferred"))
+            found.append((Status.WARNING, f"{deferred} messages deferred", Reason.THRESHOLD))
         if oldest is not None and oldest >= settings.oldest_warning_seconds:
-            found.append((Status.WARNING, f"oldest queued message waits for {span(oldest)}"))
+            found.append((Status.WARNING, f"oldest queued message waits for {span(oldest)}",
+                          Reason.THRESHOLD))
         for section, message in (values.get("command_errors") or {}).items():
-            found.append((Status.UNKNOWN, f"{section}: {message}"))
+            found.append((Status.UNKNOWN, f"{section}: {message}", Reason.COMMAND_FAILED))
         if not found:
             return Verdict(Status.OK, "")
-        status = worst([s for s, _ in found])
+        status = worst([s for s, _, _ in found])
         order = [Status.CRITICAL, Status.WARNING, Status.UNKNOWN, Status.OK]
-        found.sort(key=lambda sm: order.index(sm[0]))
-        return Verdict(status, "; ".join(m for _, m in found))
+        found.sort(key=lambda smr: order.index(smr[0]))
+        return Verdict(status, "; ".join(m for _, m, _ in found), found[0][2])
 
     return verdict
 
@@ -318,6 +340,6 @@ def probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeRes
         settings = settings_for(target)
     except ServerConfigError as exc:
         return ProbeResult(check=CHECK, target=target.name, success=False,
-                           status=Status.UNKNOWN, error=str(exc))
+                           status=Status.UNKNOWN, error=str(exc), reason=Reason.NOT_CONFIGURED)
     return probe_with(target, settings, deadline)
 

@@ -2,8 +2,11 @@
 
 The inventory is read with Ansible's own machinery (``ansible-inventory
 --list`` through ``dashboard.targets``), so vault, group_vars and dynamic
-inventories work. Probes run in a bounded thread pool (see
-bench/probe_concurrency.py for why not asyncio); each has its own deadline.
+inventories work. The sweep is one sweep of ``serve``'s engine
+(``dashboard.scheduler``): the same checks (the fleet mesh included), the
+same deadlines and hard ends (a probe that ignores its deadline is abandoned
+and reported, and the command still returns), tls and imap_login on one
+connection; the results go to the terminal instead of the store.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mailfleet.checks import PROBES, Deadline, ProbeResult, Status
+from mailfleet.checks import PROBES, ProbeResult, Status
 from mailfleet.checks.base import worst
+from mailfleet.dashboard.sweep import MESH_CHECK, is_mesh_check
+
+if TYPE_CHECKING:
+    from mailfleet.dashboard.targets import WatchedHost
+
+KNOWN_CHECKS = (*PROBES, MESH_CHECK)
 
 FORMATS = ("table", "json", "nagios")
 
@@ -32,7 +40,7 @@ def register(subparsers: Any) -> None:
         "exit 0 ok, 1 warning, 2 critical, 3 unknown (as Nagios plugins do).",
     )
     add_inventory_arguments(p, "probe")
-    add_selection_arguments(p, list(PROBES))
+    add_selection_arguments(p, KNOWN_CHECKS)
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="deadline of each probe (default: the host's options, 10 s)")
@@ -46,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
     from mailfleet.dashboard.targets import InventoryError, load_inventory
 
     wanted = split_list(args.check)
-    unknown = [c for c in wanted if c not in PROBES]
+    unknown = [c for c in wanted if c not in KNOWN_CHECKS]
     if unknown:
         print(f"mailfleet probe: unknown check {', '.join(unknown)} "
-              f"(known: {', '.join(PROBES)})", file=sys.stderr)
+              f"(known: {', '.join(KNOWN_CHECKS)})", file=sys.stderr)
         return int(Status.UNKNOWN)
     if args.workers < 1 or (args.timeout is not None and args.timeout <= 0):
         print("mailfleet probe: --workers and --timeout must be positive", file=sys.stderr)
@@ -61,31 +69,41 @@ def run(args: argparse.Namespace) -> int:
         print(f"mailfleet probe: {exc}", file=sys.stderr)
         return int(Status.UNKNOWN)
     selected = set(limit_hosts([h.name for h in hosts], args.limit))
-    jobs = []
-    for host in hosts:
-        if host.name not in selected:
-            continue
-        for check in wanted or list(host.checks):
-            if check in PROBES:
-                jobs.append((host, check))
-    if not jobs:
+    chosen = [_with_checks(h, wanted) for h in hosts if h.name in selected]
+    chosen = [h for h in chosen if h.checks]
+    if not chosen:
         print("mailfleet probe: no host/check matched (see --limit, --check, --group)",
               file=sys.stderr)
         return int(Status.UNKNOWN)
-    results = sweep(jobs, args.workers)
+    results = sweep(chosen, args.workers)
     print(render(results, args.format))
     return int(worst([r.status for r in results]))
 
 
-def sweep(jobs: Sequence[tuple[Any, str]], workers: int) -> list[ProbeResult]:
-    """Run (WatchedHost, check) jobs in a bounded pool; results in job order."""
-    def one(job: tuple[Any, str]) -> ProbeResult:
-        host, check = job
-        result = PROBES[check](host.target, host.options, Deadline(host.options.timeout))
-        return replace(result, target=host.name)
+def _with_checks(host: WatchedHost, wanted: Sequence[str]) -> WatchedHost:
+    """The host with the checks ``--check`` asks for (its own when none), known ones only."""
+    checks = tuple(c for c in (wanted or host.checks) if c in KNOWN_CHECKS)
+    return replace(host, target=replace(host.target, checks=checks))
 
-    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        return list(pool.map(one, jobs))
+
+def sweep(hosts: Sequence[WatchedHost], workers: int) -> list[ProbeResult]:
+    """One sweep of the scheduler's engine; results by host, then in the host's check order.
+
+    A mesh pair's result (stored as ``sync_mesh:<source>``) comes after its host's checks.
+    """
+    from mailfleet.dashboard.scheduler import CollectingSink, Scheduler
+
+    sink = CollectingSink()
+    Scheduler(lambda: hosts, sink, concurrency=workers).sweep()
+    host_order = {h.name: i for i, h in enumerate(hosts)}
+    check_order = {h.name: {c: i for i, c in enumerate(h.checks)} for h in hosts}
+
+    def position(item: tuple[str, ProbeResult]) -> tuple[int, int, str]:
+        host, result = item
+        check = MESH_CHECK if is_mesh_check(result.check) else result.check
+        return host_order[host], check_order[host].get(check, len(check_order[host])), result.check
+
+    return [replace(result, target=host) for host, result in sorted(sink.results, key=position)]
 
 
 def render(results: Sequence[ProbeResult], fmt: str) -> str:

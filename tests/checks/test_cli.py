@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from mailfleet.cli import main
 from tests.checks.certs import DAY, MINUTE, make_ca, make_leaf, now, write_bundle, write_chain
 from tests.checks.knot import Knot, knotd_path
 from tests.checks.servers import LoopbackServer, closed_port, tls_greeter, tls_server_context
+from tests.dashboard.servers import tarpit
 
 HOST = "mx1.lab.test"
 
@@ -113,3 +115,48 @@ def test_dns_check_json_ok(knot: Knot, capsys: pytest.CaptureFixture[str]) -> No
 def test_dns_check_rejects_a_bad_resolver(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dns-check", "x.test", "--mx-host", "mx.x.test", "--resolver", "dns.google"]) == 3
     assert "is not an IP address" in capsys.readouterr().err
+
+
+def test_probe_is_one_sweep_of_the_engine_and_keeps_its_deadline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that accepts and never speaks costs the probe its deadline, not the command."""
+    with tarpit() as pit:
+        inventory = tmp_path / "hosts.yml"
+        inventory.write_text(yaml.safe_dump({"all": {"children": {"mailservers": {"hosts": {
+            "silent": {"ansible_host": "127.0.0.1", "mail_hostname": HOST,
+                       "mailfleet_ports": {"imaps": pit.port, "smtp": pit.port},
+                       "mailfleet_checks": ["tls", "smtp"]}}}}}}))
+        started = time.monotonic()
+        code = main(["probe", "-i", str(inventory), "--timeout", "1.5"])
+        took = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert code == 2, out
+    assert took < 1.5 + 8.0, f"probe took {took:.1f} s for 1.5 s deadlines"
+    rows = [line for line in out.splitlines()[1:] if line.startswith("silent")]
+    assert [r.split()[1] for r in rows] == ["tls", "smtp"], out
+    assert all("CRITICAL" in r and "within 1.5 s" in r for r in rows), out
+
+
+def test_probe_runs_the_fleet_mesh_as_serve_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hosts that list sync_mesh get their pairs probed (here refused: nothing listens)."""
+    def host() -> dict[str, object]:
+        return {"ansible_host": "127.0.0.1", "mail_hostname": HOST,
+                "mailfleet_ports": {"submission": closed_port(), "imaps": closed_port()},
+                "mailfleet_checks": ["port", "sync_mesh"],
+                "mailfleet_probe_user": "probe@example.test",
+                "mailfleet_probe_password": "probe-password"}
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"mailservers": {"hosts": {
+        "a": host(), "b": host()}}}}}))
+    code = main(["probe", "-i", str(inventory), "--format", "json", "--timeout", "3"])
+    results = json.loads(capsys.readouterr().out)
+    assert code == 2
+    assert [(r["target"], r["check"]) for r in results] == [
+        ("a", "port"), ("a", "sync_mesh:b"), ("b", "port"), ("b", "sync_mesh:a")]
+    mesh = [r for r in results if r["check"].startswith("sync_mesh:")]
+    assert all(r["status"] == "critical" and "refused" in r["error"] for r in mesh), mesh
+    assert all(r["reason"] == "refused" for r in mesh), mesh

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 from mailfleet.checks import PROBES
-from mailfleet.checks.result import ProbeResult
+from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
+from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
-from mailfleet.dashboard.scheduler import Scheduler, failure_reason
+from mailfleet.dashboard.scheduler import REASONS, Scheduler, failure_reason
 from mailfleet.dashboard.store import ResultStore
 from tests.dashboard.conftest import TEST_PROBES, host
 from tests.dashboard.servers import closed_port, tarpit
@@ -114,13 +115,21 @@ def test_the_background_loop_sweeps_every_interval_and_stops(tmp_path: Path, lis
 
 def test_failure_reasons_are_a_small_fixed_set() -> None:
     def failed(error: str) -> ProbeResult:
-        return ProbeResult(check="x", target="t", success=False, error=error)
+        # As a probe fails: a ProbeFailure raised during acquisition, judged by checks.base.run.
+        def acquire(acq: Acquisition) -> None:
+            raise ProbeFailure(error)
+
+        return run("x", Target("t", "127.0.0.1"), acquire, lambda values: Verdict(Status.OK))
 
     assert failure_reason(failed("connection refused")) == "refused"
     assert failure_reason(failed("no greeting within 5.0 s")) == "timeout"
-    assert failure_reason(failed("certificate for mx1.lab.test expired 3 days ago")) == "tls"
-    assert failure_reason(failed("LOGIN rejected: [AUTHENTICATIONFAILED]")) == "auth"
+    expired = failed("certificate for mx1.lab.test expired 3 days ago")
+    assert failure_reason(expired) == "cert_expired"
+    assert failure_reason(failed("LOGIN rejected: [AUTHENTICATIONFAILED]")) == "auth_failed"
     assert failure_reason(failed("something odd")) == "other"
+    assert set(REASONS) == {str(r) for r in Reason} - {""}
+    passed = ProbeResult(check="x", target="t", success=False, error="no reason given")
+    assert failure_reason(passed) == "other"
 
 
 def test_the_mesh_runs_n_rotating_pairs_per_sweep_and_keeps_each_pair(tmp_path: Path) -> None:
