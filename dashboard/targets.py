@@ -204,12 +204,12 @@ def _probe_options(name: str, raw: Any, default_timeout: float | None) -> ProbeO
             f"{name}: unknown mailfleet_probe_options {', '.join(unknown)} "
             f"(known: {', '.join(sorted(_OPTION_FIELDS))})"
         )
-    values: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
     if default_timeout is not None:
-        values["timeout"] = default_timeout
+        settings["timeout"] = default_timeout
     for key, value in raw.items():
-        values[key] = _option_value(f"{name}: mailfleet_probe_options.{key}", key, value)
-    return ProbeOptions(**values)
+        settings[key] = _option_value(f"{name}: mailfleet_probe_options.{key}", key, value)
+    return ProbeOptions(**settings)
 
 
 # Bounds of numeric probe options: a wrong type or an absurd value of one host

@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -105,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mailfleet.dashboard.app import create_app
     from mailfleet.dashboard.monitor import Monitor
+    from mailfleet.dashboard.store import StoreError
     from mailfleet.dashboard.targets import InventoryError
 
     configure_logging()
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     except InventoryError as exc:
         print(f"mailfleet serve: {exc}", file=sys.stderr)
         return 2
-    except sqlite3.DatabaseError as exc:
+    except StoreError as exc:
         # A damaged store is left as it is (no repair, no overwrite): the operator decides.
         print(f"mailfleet serve: cannot use the result store {config['MAILFLEET_DB']}: {exc}; "
               "move it aside (or restore a copy) and start again", file=sys.stderr)
