@@ -13,6 +13,7 @@ from mailfleet.checks.dns.report import ERROR, OK, DnsReport
 from mailfleet.checks.net import tls_context
 from mailfleet.checks.result import Reason
 from mailfleet.checks.target import Deadline, Target
+from mailfleet.checks.tls import handshake
 from mailfleet.checks.tlsinfo import CertInfo, served_chain
 
 
@@ -88,8 +89,6 @@ def check_tlsa(res: Resolvers, report: DnsReport, owner: str, fetch: Callable[[]
 
 def tlsa_fetcher(target: Target, service: str, deadline: Deadline) -> Callable[[], list[CertInfo]]:
     def fetch() -> list[CertInfo]:
-        from mailfleet.checks.tls import handshake  # late: tls imports imap/smtp clients
-
         conn, tls = handshake(target, service, tls_context(None, verify=False), deadline,
                               Acquisition())
         try:
