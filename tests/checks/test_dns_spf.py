@@ -202,3 +202,16 @@ def test_a_bad_resolver_setting_is_not_configured(tmp_path: Path) -> None:
     assert result.status == Status.UNKNOWN
     assert result.reason == Reason.NOT_CONFIGURED
     assert result.error == "resolver 'dns.google' is not an IP address[:port]"
+
+
+def test_concurrent_probes_keep_their_own_resolvers(spf_knot: Knot) -> None:
+    """pyspf's DNS hook is one per process; each probe thread must still ask its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with BlackholeProxy(spf_knot) as proxy, ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(run_dns, f"127.0.0.1:{proxy.port}", "slow.test", 3)
+        time.sleep(0.2)  # the slow one is inside pyspf, waiting on its lookup
+        quick = pool.submit(run_dns, spf_knot.resolver, "chain.test")
+        assert spf(quick.result())[0]["status"] == "ok"
+        assert spf(slow.result())[0]["message"].startswith(
+            "SPF of slow.test could not be evaluated: temperror")
