@@ -29,8 +29,9 @@ class DnsValues(Values):
 
     ``findings`` holds ``Finding.to_dict()`` mappings (check, subject, status,
     message, seen, expected, resolvers, reason). A ``*_ok`` value is None when the
-    concern was not looked at; ``spf_ok`` is true when the record is valid and
-    authorises every address of the host.
+    concern was not looked at, false when it has an error finding: for ``spf_ok``
+    an invalid record (permerror) or none that could be evaluated (temperror); an
+    SPF that does not authorise the host (fail, softfail, neutral) is a warning.
     """
 
     resolvers: Sequence[str] = ()
