@@ -36,7 +36,8 @@ TOO_MANY = "".join(
 ) + 'l11 300 IN TXT "v=spf1 ip4:192.0.2.30 -all"\n'
 
 ZONES = {
-    "spf.test": f"mx 300 IN A {ADDRESS}\nother 300 IN A 198.51.100.7\n",
+    "spf.test": (f"mx 300 IN A {ADDRESS}\nother 300 IN A 198.51.100.7\n"
+                 "dual 300 IN A 192.0.2.31\ndual 300 IN AAAA 2001:db8::31\n"),
     "30.2.0.192.in-addr.arpa": "@ 300 IN PTR mx.spf.test.\n",
     "chain.test": spf_zone(
         "v=spf1 include:_spf.chain.test -all",
@@ -54,6 +55,8 @@ ZONES = {
     "toomany.test": spf_zone("v=spf1 include:l1.toomany.test -all", TOO_MANY),
     "void.test": spf_zone("v=spf1 a:n1.void.test a:n2.void.test a:n3.void.test mx -all"),
     "plusall.test": spf_zone("v=spf1 +all"),
+    "v4only.test": spf_zone("v=spf1 ip4:192.0.2.31 -all"),
+    "both.test": spf_zone("v=spf1 ip4:192.0.2.31 ip6:2001:db8::/64 -all"),
     "slow.test": spf_zone("v=spf1 include:_spf.blackhole.test -all"),
 }
 
@@ -100,8 +103,9 @@ class _Forward(socketserver.BaseRequestHandler):
             sock.sendto(answer.to_wire(), self.client_address)
 
 
-def run_dns(resolver: str, domain: str, deadline: float = 5) -> ProbeResult:
-    target = Target(name="mx", address=ADDRESS, mail_hostname=HOST, domains=(domain,))
+def run_dns(resolver: str, domain: str, deadline: float = 5, address: str = ADDRESS,
+            host: str = HOST) -> ProbeResult:
+    target = Target(name="mx", address=address, mail_hostname=host, domains=(domain,))
     options = ProbeOptions(dns_resolvers=(resolver,), dns_tlsa_services=())
     return PROBES["dns"](target, options, Deadline(deadline))
 
@@ -144,6 +148,18 @@ def test_redirect_is_followed(spf_knot: Knot) -> None:
 
 def test_exists_with_a_macro(spf_knot: Knot) -> None:
     assert spf(run_dns(spf_knot.resolver, "exists.test"))[0]["status"] == "ok"
+
+
+def test_every_address_of_the_host_is_evaluated(spf_knot: Knot) -> None:
+    """No address given: the host's A and AAAA are the addresses SPF must authorise."""
+    def dual(domain: str) -> dict[str, str]:
+        result = run_dns(spf_knot.resolver, domain, address="dual.spf.test",
+                         host="dual.spf.test")
+        return spf(result)[0]
+
+    assert dual("both.test")["status"] == "ok"
+    assert dual("v4only.test")["message"] == ("SPF of v4only.test does not authorize "
+                                              "2001:db8::31: fail by -all (chain: v4only.test)")
 
 
 def test_more_than_ten_lookups_is_a_permerror(spf_knot: Knot) -> None:
