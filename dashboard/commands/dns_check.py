@@ -21,7 +21,9 @@ def register(subparsers: Any) -> None:
         "dns-check",
         help="check the DNS of a mail domain and its MX host (MX, PTR, FCrDNS, SPF, DMARC)",
         description="Check that DOMAIN's MX points at --mx-host, that the host's addresses "
-        "have a PTR naming it which resolves back, and that SPF and DMARC parse.",
+        "have a PTR naming it which resolves back, that DOMAIN's SPF is valid and authorises "
+        "those addresses (include: and redirect= followed, RFC 7208 limits), and that DMARC "
+        "parses.",
     )
     p.add_argument("domain", nargs="+", metavar="DOMAIN", help="mail domain(s)")
     p.add_argument("--mx-host", required=True, metavar="NAME",
