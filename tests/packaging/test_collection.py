@@ -1,4 +1,4 @@
-"""The Ansible collection as ``ansible-galaxy collection build`` makes it: a collection, nothing else."""
+"""The Ansible collection as `ansible-galaxy collection build` makes it, and nothing else."""
 
 from __future__ import annotations
 
