@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mailfleet.checks import Credentials, Secret, Target
 from mailfleet.checks.base import ProbeFailure
 from mailfleet.checks.dns import Tlsa, parse_dmarc, parse_resolver, parse_spf
-from mailfleet.checks.imap import ImapClient, redact
+from mailfleet.checks.imap_client import ImapClient
 from mailfleet.checks.imap_proto import (
     capabilities_of,
     literal_size,
@@ -21,8 +21,8 @@ from mailfleet.checks.imap_proto import (
     tokens,
 )
 from mailfleet.checks.net import Connection
-from mailfleet.checks.sasl import describe_oauth_challenge
-from mailfleet.checks.smtp import SmtpClient
+from mailfleet.checks.sasl import describe_oauth_challenge, redact
+from mailfleet.checks.smtp_client import SmtpClient
 from mailfleet.checks.smtp_proto import Reply, banner_hostname, ehlo_keywords, parse_reply_line
 from mailfleet.checks.target import Deadline
 
