@@ -57,8 +57,10 @@ def tune_ctx() -> None:
         return original(ca_bundle, verify)
 
     checks.net.tls_context = cached  # type: ignore[assignment]
-    checks.tls.tls_context = cached  # type: ignore[attr-defined]
-    checks.imap.tls_context = cached  # type: ignore[attr-defined]
+    # and every module of the layer that took the name at import
+    for module in (checks.tls, checks.imap_session, checks.smtp, checks.session,
+                   checks.sync_session):
+        module.tls_context = cached  # type: ignore[attr-defined]
 
 
 def tune_resume() -> None:
@@ -126,7 +128,10 @@ def tune_resume() -> None:
 
     checks.net.Connection.start_tls = patched_start_tls  # type: ignore[method-assign]
     checks.net.Connection.close = patched_close  # type: ignore[method-assign]
-    checks.imap._handshake = offering(checks.imap._handshake)  # type: ignore[attr-defined]
+    # the imap_login probe's session (not the tls check's): the one that resumes
+    checks.imap_session.open_tls = offering(  # type: ignore[attr-defined]
+        checks.imap_session.open_tls  # type: ignore[attr-defined]
+    )
 
 
 def tune_certs() -> None:
@@ -140,7 +145,7 @@ def imaps_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> Pr
 
     def acquire(acq: Acquisition) -> None:
         ca = target.ca_bundle or options.ca_bundle
-        user, secret = checks.imap.secret_for(target, options.mechanism.upper())
+        user, secret = checks.credentials.secret_for(target, options.mechanism.upper())
         acq.values.update({"service": "imaps", "port": target.port("imaps"),
                            "hostname": target.mail_hostname})
         ctx = checks.net.tls_context(ca, verify=True)
@@ -163,7 +168,7 @@ def imaps_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> Pr
                     "cert_not_after": leaf.not_after,
                     "hostname_match": checks.tlsinfo.hostname_matches(target.mail_hostname, leaf),
                 })
-            client = checks.imap.ImapClient(conn)
+            client = checks.imap_client.ImapClient(conn)
             with acq.measure("greeting"):
                 client.greeting()
             if not client.capabilities:
@@ -171,7 +176,7 @@ def imaps_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> Pr
                     client.capability()
             acq.values["capabilities"] = sorted(client.capabilities)
             del user, secret
-            checks.imap.login(client, target, options, acq)
+            checks.imap_session.login(client, target, options, acq)
             client.logout()
         finally:
             conn.close()
