@@ -113,6 +113,7 @@ class Connection:
         self.deadline = deadline
         self.peer = peer
         self._buffer = b""
+        self.failed = False  # a read or write failed: what the stream holds is unknown
 
     @classmethod
     def open(cls, address: str, port: int, deadline: Deadline) -> Connection:
@@ -161,6 +162,13 @@ class Connection:
     # -- I/O -----------------------------------------------------------------------
     def send(self, data: bytes, what: str = "command") -> None:
         try:
+            self._send(data, what)
+        except ProbeFailure:
+            self.failed = True
+            raise
+
+    def _send(self, data: bytes, what: str) -> None:
+        try:
             self.sock.settimeout(self.deadline.timeout())
             self.sock.sendall(data)
         except TimeoutError:
@@ -171,6 +179,13 @@ class Connection:
                                reason=reason_of(exc)) from None
 
     def _fill(self, what: str, wait: float | None = None) -> bool:
+        try:
+            return self._recv(what, wait)
+        except ProbeFailure:
+            self.failed = True
+            raise
+
+    def _recv(self, what: str, wait: float | None) -> bool:
         """Read more into the buffer.
 
         With ``wait``: False when nothing came within it (or by the deadline)

@@ -92,10 +92,15 @@ def _idle_done(client: ImapClient) -> None:
         client.idle_done()
 
 
-def _with_grace(client: ImapClient, deadline: Deadline) -> None:
-    """Let removing the probe's own message outlast the deadline by CLEANUP_GRACE at most."""
+def _with_grace(client: ImapClient, deadline: Deadline) -> bool:
+    """May the session still remove the probe's own message (outlasting the deadline by
+    CLEANUP_GRACE at most)? Not once it failed: a stalled server gets no more time, and
+    the next run removes what is left."""
+    if client.conn.failed:
+        return False
     if deadline.remaining() < CLEANUP_GRACE:
         client.conn.deadline = Deadline(CLEANUP_GRACE)
+    return True
 
 
 def measure_delivery(
@@ -146,8 +151,8 @@ def measure_delivery(
         acq.values["delivery_latency_seconds"] = latency
         acq.values["visible_at"] = arrival.visible_at
         with acq.measure("cleanup"):
-            _with_grace(poller, deadline)
-            remove_uids(poller, [arrival.uid])
+            if _with_grace(poller, deadline):
+                remove_uids(poller, [arrival.uid])
         if idler is not None:
             if arrival.pushed_mono is None:
                 raise ProbeFailure(
@@ -163,8 +168,8 @@ def _diagnose_missing(
 ) -> None:
     """At the deadline: say which step stalled (and remove the message if it came late)."""
     with contextlib.suppress(ProbeFailure):
-        _with_grace(client, deadline)
-        remove_uids(client, find_tagged(client, tag))
+        if _with_grace(client, deadline):
+            remove_uids(client, find_tagged(client, tag))
     route = "" if source.name == mailbox.name else f" from {source.name}"
     raise ProbeFailure(
         f"message accepted{route} but not delivered to {mailbox.name} "
@@ -223,8 +228,8 @@ def measure_client_sync(
         finally:
             _idle_done(b)
             with acq.measure("cleanup"), contextlib.suppress(ProbeFailure):
-                _with_grace(a, deadline)
-                remove_uids(a, [uid] if uid else find_tagged(a, tag))
+                if _with_grace(a, deadline):
+                    remove_uids(a, [uid] if uid else find_tagged(a, tag))
 
 
 # -- judgement and the registered probe ------------------------------------------------
