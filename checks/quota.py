@@ -92,8 +92,10 @@ def used_percent(values: dict[str, Any]) -> tuple[float, str] | None:
 def judge_quota(values: dict[str, Any], options: ProbeOptions) -> Verdict:
     fullest = used_percent(values)
     if fullest is None:
-        return Verdict(Status.OK if values.get("quota_roots") is not None else Status.UNKNOWN,
-                       "no quota limit set for the probe account")
+        if values.get("quota_roots") is not None:
+            return Verdict(Status.OK, "no quota limit set for the probe account")
+        return Verdict(Status.UNKNOWN, "no quota limit set for the probe account",
+                       Reason.UNSUPPORTED)
     percent, what = fullest
     text = f"quota {what} {percent:.0f}% used"
     if percent >= options.quota_critical_percent:

@@ -253,7 +253,9 @@ def judge(values: dict[str, Any]) -> Verdict:
             words.append(f"{kind} latency {latency:.2f} s >= {WARNING_SECONDS:.0f} s")
     if values.get("method") == "poll":
         words.append("server has no IDLE: delivery measured by polling")
-    return Verdict(worst(statuses), "; ".join(words))
+    status = worst(statuses)
+    reason = Reason.NONE if status == Status.OK else Reason.THRESHOLD
+    return Verdict(status, "; ".join(words), reason)
 
 
 def probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
