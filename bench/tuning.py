@@ -74,33 +74,15 @@ def tune_resume() -> None:
         return (conn.peer, hostname or "", id(ctx))
 
     def patched_start_tls(
-        self: checks.net.Connection, ctx: ssl.SSLContext, server_hostname: str | None
+        self: checks.net.Connection, ctx: ssl.SSLContext, server_hostname: str | None,
+        session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
-        offer = getattr(_offer, "on", False)
         k = key(self, server_hostname, ctx)
         self._mf_session_key = k  # type: ignore[attr-defined]
-        if not offer:
-            return start_tls(self, ctx, server_hostname)
-        with _sessions_lock:
-            session = _sessions.get(k)
-        if session is None:
-            return start_tls(self, ctx, server_hostname)
-        # Same code as Connection.start_tls, with the session offered.
-        if self._buffer:
-            raise checks.net.ProbeFailure("server sent data before the TLS handshake")
-        tls = ctx.wrap_socket(
-            self.sock, server_hostname=server_hostname or None, do_handshake_on_connect=False,
-            session=session,
-        )
-        self.sock = tls
-        try:
-            tls.settimeout(self.deadline.timeout())
-            tls.do_handshake()
-        except ssl.SSLCertVerificationError:
-            raise
-        except (TimeoutError, ssl.SSLError, OSError) as exc:
-            raise checks.net.ProbeFailure(f"TLS handshake failed: {exc}") from None
-        return tls
+        if session is None and getattr(_offer, "on", False):
+            with _sessions_lock:
+                session = _sessions.get(k)
+        return start_tls(self, ctx, server_hostname, session)
 
     def patched_close(self: checks.net.Connection) -> None:
         k = getattr(self, "_mf_session_key", None)

@@ -130,17 +130,20 @@ class Connection:
         self.close()
 
     # -- TLS ---------------------------------------------------------------------
-    def start_tls(self, ctx: ssl.SSLContext, server_hostname: str | None) -> ssl.SSLSocket:
+    def start_tls(self, ctx: ssl.SSLContext, server_hostname: str | None,
+                  session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
         """Handshake on the current socket (implicit TLS or after STARTTLS).
 
-        ``ssl.SSLCertVerificationError`` is let through: the caller reports it.
+        ``session``: one to resume. ``ssl.SSLCertVerificationError`` is let
+        through: the caller reports it.
         """
         if self._buffer:
             # Bytes after the STARTTLS reply and before the handshake: an injection attempt.
             raise ProbeFailure("server sent data before the TLS handshake (STARTTLS injection?)",
                                reason=Reason.PROTOCOL)
         tls = ctx.wrap_socket(
-            self.sock, server_hostname=server_hostname or None, do_handshake_on_connect=False
+            self.sock, server_hostname=server_hostname or None, do_handshake_on_connect=False,
+            session=session,
         )
         self.sock = tls
         try:
