@@ -23,7 +23,9 @@ from mailfleet.checks.result import Reason, Status
 # longer ones (big JWTs) go in a continuation, which servers accept longer.
 SASL_IR_MAX = 8000
 MAX_RESPONSE_LINES = 10000
-_COUNT_RE = re.compile(r"^(\d{1,10}) (EXISTS|EXPUNGE|RECENT|FETCH)\b(.*)$", re.IGNORECASE)
+# DOTALL: a FETCH response carries its literals (header lines) inline
+_COUNT_RE = re.compile(r"^(\d{1,10}) (EXISTS|EXPUNGE|RECENT|FETCH)\b(.*)$",
+                       re.IGNORECASE | re.DOTALL)
 _APPENDUID_RE = re.compile(r"APPENDUID \d+ (\d+)", re.IGNORECASE)
 
 

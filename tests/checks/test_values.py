@@ -10,29 +10,20 @@ into the real Dovecot. Where Dovecot cannot run here the tests are skipped
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bench.localmail import (
-    HOSTNAME,
-    QUOTA_CONFIG,
-    LocalDovecot,
-    dovecot_available,
-    start_dovecot,
-)
+from bench.localmail import QUOTA_CONFIG
 from mailfleet import checks
 from mailfleet.checks import PROBES, sync, tls_login
 from mailfleet.checks.result import ProbeResult, Status
 from mailfleet.checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
 from tests.checks.certs import make_ca, make_leaf, write_bundle, write_chain
 from tests.checks.servers import LineLimitedSmtp, LoopbackServer, tls_server_context
-from tests.sync.mailserver import Submission, append_to_dovecot
+from tests.sync.mailserver import LocalMail, local_mail
 
-ADDRESS = "127.0.0.1"  # where the loopback submission servers listen too
 DEADLINE = 20.0
 
 
@@ -46,52 +37,25 @@ def assert_declared(check: str, result: ProbeResult) -> None:
     assert back == dict(result.values)
 
 
-@dataclass(frozen=True)
-class Mail:
-    dovecot: LocalDovecot
-    smtp_port: int  # submission delivering into the Dovecot
-
-    def target(self) -> Target:
-        d = self.dovecot
-        return Target(
-            name="mx1", address=ADDRESS, mail_hostname=HOSTNAME, ca_bundle=d.ca,
-            ports={"imaps": d.port, "submission": self.smtp_port},
-            credentials=Credentials(d.user, password=Secret(d.password)),
-        )
-
-
 @pytest.fixture(scope="module")
-def mail() -> Iterator[Mail]:
-    why = dovecot_available()
-    if why:
-        if os.environ.get("MAILFLEET_REQUIRE_LAB") == "1":
-            pytest.fail(f"required but unavailable: {why}")
-        pytest.skip(why)
-    dovecot = start_dovecot([ADDRESS], extra_config=QUOTA_CONFIG)
-    try:
-        root = dovecot.root
-        ctx = tls_server_context(root / "server.crt", root / "server.key")
-        deliver = append_to_dovecot(ADDRESS, dovecot.port, dovecot.ca, dovecot.user,
-                                    dovecot.password)
-        with LoopbackServer(Submission(ctx, dovecot.user, dovecot.password, deliver)) as smtp:
-            yield Mail(dovecot, smtp.port)
-    finally:
-        dovecot.stop()
+def mail() -> Iterator[LocalMail]:
+    with local_mail(QUOTA_CONFIG) as running:
+        yield running
 
 
 @pytest.mark.parametrize("check", ["port", "tls", "imap_login", "quota", "sync"])
-def test_a_probe_writes_only_its_declared_values(mail: Mail, check: str) -> None:
+def test_a_probe_writes_only_its_declared_values(mail: LocalMail, check: str) -> None:
     assert_declared(check, PROBES[check](mail.target(), ProbeOptions(), Deadline(DEADLINE)))
 
 
-def test_a_mesh_pair_writes_only_the_declared_sync_values(mail: Mail) -> None:
+def test_a_mesh_pair_writes_only_the_declared_sync_values(mail: LocalMail) -> None:
     target = mail.target()
     result = sync.probe_pair(target, target, ProbeOptions(), Deadline(DEADLINE))
     assert_declared("sync_mesh", result)
     assert result.values["kind"] == "mesh" and result.values["method"] == "idle"
 
 
-def test_tls_and_login_on_one_connection_write_their_declared_values(mail: Mail) -> None:
+def test_tls_and_login_on_one_connection_write_their_declared_values(mail: LocalMail) -> None:
     cert, login = tls_login.probe(mail.target(), ProbeOptions(), Deadline(DEADLINE))
     assert_declared("tls", cert)
     assert_declared("imap_login", login)

@@ -11,12 +11,22 @@ probe account's INBOX, so the IDLE pushes the probe times are Dovecot's own).
 from __future__ import annotations
 
 import base64
+import contextlib
 import imaplib
+import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from bench.localmail import HOSTNAME as DOVECOT_HOSTNAME
+from bench.localmail import LocalDovecot, dovecot_available, start_dovecot
+from mailfleet.checks.target import Credentials, Secret, Target
+from tests.checks.servers import LoopbackServer, tls_server_context
 
 HOSTNAME = "mx1.lab.test"
 
@@ -198,3 +208,41 @@ class ScriptedMailbox:
             tls.sendall(b"* BYE bye\r\n" + ok)
             return None
         return ok
+
+
+@dataclass(frozen=True)
+class LocalMail:
+    """A real Dovecot (bench/localmail.py) and a submission server delivering into it."""
+
+    dovecot: LocalDovecot
+    smtp_port: int
+    address: str
+
+    def target(self, name: str = "mx1") -> Target:
+        d = self.dovecot
+        return Target(
+            name=name, address=self.address, mail_hostname=DOVECOT_HOSTNAME, ca_bundle=d.ca,
+            ports={"imaps": d.port, "submission": self.smtp_port},
+            credentials=Credentials(d.user, password=Secret(d.password)),
+        )
+
+
+@contextlib.contextmanager
+def local_mail(extra_config: str = "") -> Iterator[LocalMail]:
+    """Skipped where Dovecot cannot run here (a failure with MAILFLEET_REQUIRE_LAB=1)."""
+    why = dovecot_available()
+    if why:
+        if os.environ.get("MAILFLEET_REQUIRE_LAB") == "1":
+            pytest.fail(f"required but unavailable: {why}")
+        pytest.skip(why)
+    address = "127.0.0.1"  # where the loopback submission server listens too
+    dovecot = start_dovecot([address], extra_config=extra_config)
+    try:
+        root = dovecot.root
+        ctx = tls_server_context(root / "server.crt", root / "server.key")
+        deliver = append_to_dovecot(address, dovecot.port, dovecot.ca, dovecot.user,
+                                    dovecot.password)
+        with LoopbackServer(Submission(ctx, dovecot.user, dovecot.password, deliver)) as smtp:
+            yield LocalMail(dovecot, smtp.port, address)
+    finally:
+        dovecot.stop()
