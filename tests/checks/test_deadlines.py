@@ -174,17 +174,17 @@ def test_long_sasl_response_goes_after_334_not_on_the_auth_line(tmp_path: Path) 
     assert server_logic.longest <= LineLimitedSmtp.LIMIT
 
 
+def imap_starttls_injector(conn: socket.socket, stop: threading.Event) -> None:
+    conn.settimeout(5)
+    conn.sendall(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n")
+    conn.recv(1024)
+    conn.sendall(b"mf1 OK Begin TLS\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n")
+    stop.wait(5)
+
+
 def test_starttls_response_injection_is_refused() -> None:
     """Bytes pipelined after the STARTTLS reply would be read as if they came over TLS."""
-
-    def injector(conn: socket.socket, stop: threading.Event) -> None:
-        conn.settimeout(5)
-        conn.sendall(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n")
-        conn.recv(1024)
-        conn.sendall(b"mf1 OK Begin TLS\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n")
-        stop.wait(5)
-
-    with LoopbackServer(injector) as server:
+    with LoopbackServer(imap_starttls_injector) as server:
         result, _ = timed("imap_login", server.port, PLAIN_IMAP)
     assert result.error == "server sent data before the TLS handshake (STARTTLS injection?)"
 
@@ -211,14 +211,7 @@ def test_the_sync_probe_on_a_trickling_server() -> None:
 
 
 def test_starttls_injection_is_refused_by_the_sync_probe() -> None:
-    def injector(conn: socket.socket, stop: threading.Event) -> None:
-        conn.settimeout(5)
-        conn.sendall(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n")
-        conn.recv(1024)
-        conn.sendall(b"mf1 OK Begin TLS\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n")
-        stop.wait(5)
-
-    with LoopbackServer(injector) as server:
+    with LoopbackServer(imap_starttls_injector) as server:
         result, _ = timed("sync", server.port, PLAIN_IMAP)
     assert result.error == (f"IMAP 127.0.0.1:{server.port}: server sent data before the TLS "
                             "handshake (STARTTLS injection?)")
