@@ -38,6 +38,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from mailfleet import checks
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
@@ -47,6 +48,7 @@ from mailfleet.checks.target import Deadline, ProbeOptions, Target
 _sessions: dict[tuple[str, str, int], ssl.SSLSession] = {}
 _sessions_lock = threading.Lock()
 _offer = threading.local()
+T = TypeVar("T")
 
 
 def tune_ctx() -> None:
@@ -97,12 +99,12 @@ def tune_resume() -> None:
                     _sessions[k] = session
         close(self)
 
-    def offering(fn: Callable[..., ssl.SSLSocket]) -> Callable[..., ssl.SSLSocket]:
+    def offering(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
-        def wrapper(*args: object) -> ssl.SSLSocket:
+        def wrapper(*args: object, **kwargs: object) -> T:
             _offer.on = True
             try:
-                return fn(*args)
+                return fn(*args, **kwargs)
             finally:
                 _offer.on = False
 
