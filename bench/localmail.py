@@ -197,6 +197,19 @@ default_process_limit = 4096
 """
 
 
+# A 1 MiB storage quota on the probe account (what the quota check reads).
+QUOTA_CONFIG = """\
+mail_plugins = $mail_plugins quota
+protocol imap {
+  mail_plugins = $mail_plugins imap_quota
+}
+plugin {
+  quota = maildir:User quota
+  quota_rule = *:storage=1M
+}
+"""
+
+
 @dataclass
 class LocalDovecot:
     """One Dovecot master process we started; stop() ends it (by its PID) and its children."""
@@ -290,8 +303,12 @@ def start_dovecot(
     key_type: str = "ecdsa",
     login_processes: int = 2,
     timeout: float = 20.0,
+    extra_config: str = "",
 ) -> LocalDovecot:
-    """Start Dovecot listening on ``addresses`` (all loopback) and wait until each answers."""
+    """Start Dovecot listening on ``addresses`` (all loopback) and wait until each answers.
+
+    ``extra_config`` is appended to the configuration (``QUOTA_CONFIG``: a quota).
+    """
     why = dovecot_available()
     if why:
         raise RuntimeError(why)
@@ -323,6 +340,7 @@ def start_dovecot(
             gid=nobody.pw_gid,
             login_processes=login_processes,
         )
+        + extra_config
     )
     proc = subprocess.Popen(
         [DOVECOT, "-F", "-c", str(conf)],

@@ -38,6 +38,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from mailfleet import checks
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
@@ -47,6 +48,7 @@ from mailfleet.checks.target import Deadline, ProbeOptions, Target
 _sessions: dict[tuple[str, str, int], ssl.SSLSession] = {}
 _sessions_lock = threading.Lock()
 _offer = threading.local()
+T = TypeVar("T")
 
 
 def tune_ctx() -> None:
@@ -57,8 +59,10 @@ def tune_ctx() -> None:
         return original(ca_bundle, verify)
 
     checks.net.tls_context = cached  # type: ignore[assignment]
-    checks.tls.tls_context = cached  # type: ignore[attr-defined]
-    checks.imap.tls_context = cached  # type: ignore[attr-defined]
+    # and every module of the layer that took the name at import
+    for module in (checks.tls, checks.imap_session, checks.smtp, checks.session,
+                   checks.sync_session):
+        module.tls_context = cached  # type: ignore[attr-defined]
 
 
 def tune_resume() -> None:
@@ -72,33 +76,15 @@ def tune_resume() -> None:
         return (conn.peer, hostname or "", id(ctx))
 
     def patched_start_tls(
-        self: checks.net.Connection, ctx: ssl.SSLContext, server_hostname: str | None
+        self: checks.net.Connection, ctx: ssl.SSLContext, server_hostname: str | None,
+        session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
-        offer = getattr(_offer, "on", False)
         k = key(self, server_hostname, ctx)
         self._mf_session_key = k  # type: ignore[attr-defined]
-        if not offer:
-            return start_tls(self, ctx, server_hostname)
-        with _sessions_lock:
-            session = _sessions.get(k)
-        if session is None:
-            return start_tls(self, ctx, server_hostname)
-        # Same code as Connection.start_tls, with the session offered.
-        if self._buffer:
-            raise checks.net.ProbeFailure("server sent data before the TLS handshake")
-        tls = ctx.wrap_socket(
-            self.sock, server_hostname=server_hostname or None, do_handshake_on_connect=False,
-            session=session,
-        )
-        self.sock = tls
-        try:
-            tls.settimeout(self.deadline.timeout())
-            tls.do_handshake()
-        except ssl.SSLCertVerificationError:
-            raise
-        except (TimeoutError, ssl.SSLError, OSError) as exc:
-            raise checks.net.ProbeFailure(f"TLS handshake failed: {exc}") from None
-        return tls
+        if session is None and getattr(_offer, "on", False):
+            with _sessions_lock:
+                session = _sessions.get(k)
+        return start_tls(self, ctx, server_hostname, session)
 
     def patched_close(self: checks.net.Connection) -> None:
         k = getattr(self, "_mf_session_key", None)
@@ -113,12 +99,12 @@ def tune_resume() -> None:
                     _sessions[k] = session
         close(self)
 
-    def offering(fn: Callable[..., ssl.SSLSocket]) -> Callable[..., ssl.SSLSocket]:
+    def offering(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
-        def wrapper(*args: object) -> ssl.SSLSocket:
+        def wrapper(*args: object, **kwargs: object) -> T:
             _offer.on = True
             try:
-                return fn(*args)
+                return fn(*args, **kwargs)
             finally:
                 _offer.on = False
 
@@ -126,7 +112,10 @@ def tune_resume() -> None:
 
     checks.net.Connection.start_tls = patched_start_tls  # type: ignore[method-assign]
     checks.net.Connection.close = patched_close  # type: ignore[method-assign]
-    checks.imap._handshake = offering(checks.imap._handshake)  # type: ignore[attr-defined]
+    # the imap_login probe's session (not the tls check's): the one that resumes
+    checks.imap_session.open_tls = offering(  # type: ignore[attr-defined]
+        checks.imap_session.open_tls  # type: ignore[attr-defined]
+    )
 
 
 def tune_certs() -> None:
@@ -140,7 +129,7 @@ def imaps_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> Pr
 
     def acquire(acq: Acquisition) -> None:
         ca = target.ca_bundle or options.ca_bundle
-        user, secret = checks.imap.secret_for(target, options.mechanism.upper())
+        user, secret = checks.credentials.secret_for(target, options.mechanism.upper())
         acq.values.update({"service": "imaps", "port": target.port("imaps"),
                            "hostname": target.mail_hostname})
         ctx = checks.net.tls_context(ca, verify=True)
@@ -163,7 +152,7 @@ def imaps_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> Pr
                     "cert_not_after": leaf.not_after,
                     "hostname_match": checks.tlsinfo.hostname_matches(target.mail_hostname, leaf),
                 })
-            client = checks.imap.ImapClient(conn)
+            client = checks.imap_client.ImapClient(conn)
             with acq.measure("greeting"):
                 client.greeting()
             if not client.capabilities:
@@ -171,7 +160,7 @@ def imaps_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> Pr
                     client.capability()
             acq.values["capabilities"] = sorted(client.capabilities)
             del user, secret
-            checks.imap.login(client, target, options, acq)
+            checks.imap_session.login(client, target, options, acq)
             client.logout()
         finally:
             conn.close()

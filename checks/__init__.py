@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from mailfleet.checks import dns, imap, port, quota, server, smtp, tls
+from mailfleet.checks import dns, imap, port, quota, server, smtp, sync, tls
 from mailfleet.checks.base import Probe
 from mailfleet.checks.dns import DnsValues
 from mailfleet.checks.imap import ImapLoginValues
@@ -19,47 +19,10 @@ from mailfleet.checks.quota import QuotaValues
 from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.checks.server import ServerValues
 from mailfleet.checks.smtp import SmtpValues
+from mailfleet.checks.sync import SyncValues
 from mailfleet.checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
 from mailfleet.checks.tls import TlsValues
 from mailfleet.checks.values import Values
-
-
-def sync_unavailable(check: str, target: Target) -> ProbeResult | None:
-    """An UNKNOWN result saying why, when ``checks.sync`` cannot be imported here.
-
-    The sync probe needs imapclient; a watcher that lacks it (Debian 12 has no
-    package of it) still runs every other check instead of failing to start.
-    """
-    try:
-        from mailfleet.checks import sync  # noqa: F401
-    except ImportError as exc:
-        return ProbeResult(
-            check=check, target=target.name, success=False, status=Status.UNKNOWN,
-            error=f"the {check} check needs the Python package imapclient on the watching "
-                  f"host ({exc}); install it (pip install imapclient) or drop the check",
-        )
-    return None
-
-
-def _sync_probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
-    """``checks.sync.probe``, imported when first used (see ``sync_unavailable``)."""
-    missing = sync_unavailable("sync", target)
-    if missing is not None:
-        return missing
-    from mailfleet.checks import sync
-
-    return sync.probe(target, options, deadline)
-
-
-def _sync_values() -> type[Values]:
-    # SyncValues sits in checks.sync, which imports imapclient: read its declaration without
-    # importing the probe where imapclient is missing.
-    try:
-        from mailfleet.checks.sync import SyncValues
-    except ImportError:
-        return Values
-    return SyncValues
-
 
 PROBES: Mapping[str, Probe] = MappingProxyType(
     {
@@ -70,7 +33,7 @@ PROBES: Mapping[str, Probe] = MappingProxyType(
         "quota": quota.probe,
         "dns": dns.probe,
         "server": server.probe,
-        "sync": _sync_probe,
+        "sync": sync.probe,
     }
 )
 
@@ -85,8 +48,8 @@ VALUES: Mapping[str, type[Values]] = MappingProxyType(
         "quota": QuotaValues,
         "dns": DnsValues,
         "server": ServerValues,
-        "sync": _sync_values(),
-        "sync_mesh": _sync_values(),
+        "sync": SyncValues,
+        "sync_mesh": SyncValues,
     }
 )
 

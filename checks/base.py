@@ -35,6 +35,14 @@ class ProbeFailure(Exception):
         self.reason = reason if reason is not None else guess_reason(message, status)
 
 
+class AuthRejected(ProbeFailure):
+    """The server refused the login; ``why`` is its answer (secrets redacted)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message, reason=Reason.AUTH_FAILED)
+        self.why = why
+
+
 @dataclass(frozen=True)
 class Verdict:
     status: Status

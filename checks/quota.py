@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
-from mailfleet.checks.imap import ImapLoginValues, login, open_session, secret_for
+from mailfleet.checks.credentials import secret_for
 from mailfleet.checks.imap_proto import parse_quota, parse_quotaroot
-from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.imap_session import ImapLoginValues, login, open_session
+from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 from mailfleet.checks.values import declared
 
@@ -38,11 +39,12 @@ def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acqu
             client.capability()  # servers add QUOTA to the post-login capabilities
         if "QUOTA" not in client.capabilities:
             raise ProbeFailure("server does not support QUOTA (no QUOTA capability)",
-                               Status.UNKNOWN)
+                               Status.UNKNOWN, Reason.UNSUPPORTED)
         with acq.measure("quota"):
             untagged, done = client.command(b"GETQUOTAROOT INBOX", "GETQUOTAROOT")
         if not done.ok:
-            raise ProbeFailure(f"GETQUOTAROOT failed: {done.describe()}", Status.UNKNOWN)
+            raise ProbeFailure(f"GETQUOTAROOT failed: {done.describe()}", Status.UNKNOWN,
+                               Reason.REJECTED)
         roots: list[str] = []
         for resp in untagged:
             qr = parse_quotaroot(resp)
@@ -90,14 +92,16 @@ def used_percent(values: dict[str, Any]) -> tuple[float, str] | None:
 def judge_quota(values: dict[str, Any], options: ProbeOptions) -> Verdict:
     fullest = used_percent(values)
     if fullest is None:
-        return Verdict(Status.OK if values.get("quota_roots") is not None else Status.UNKNOWN,
-                       "no quota limit set for the probe account")
+        if values.get("quota_roots") is not None:
+            return Verdict(Status.OK, "no quota limit set for the probe account")
+        return Verdict(Status.UNKNOWN, "no quota limit set for the probe account",
+                       Reason.UNSUPPORTED)
     percent, what = fullest
     text = f"quota {what} {percent:.0f}% used"
     if percent >= options.quota_critical_percent:
-        return Verdict(Status.CRITICAL, text)
+        return Verdict(Status.CRITICAL, text, Reason.THRESHOLD)
     if percent >= options.quota_warning_percent:
-        return Verdict(Status.WARNING, text)
+        return Verdict(Status.WARNING, text, Reason.THRESHOLD)
     return Verdict(Status.OK)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable
 
 MECHANISMS = ("PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER")
 TOKEN_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
@@ -31,6 +32,35 @@ def oauthbearer(user: str, token: str, host: str, port: int) -> bytes:
     safe_user = user.replace("=", "=3D").replace(",", "=2C")
     fields = f"host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01"
     return b64(f"n,a={safe_user},\x01{fields}".encode())
+
+
+def initial_response(mechanism: str, user: str, secret: str, host: str, port: int) -> bytes | None:
+    """The client's first message for ``mechanism``; None for LOGIN (two prompted steps).
+
+    Raises ValueError for a mechanism outside ``MECHANISMS``.
+    """
+    if mechanism == "PLAIN":
+        return plain(user, secret)
+    if mechanism == "XOAUTH2":
+        return xoauth2(user, secret)
+    if mechanism == "OAUTHBEARER":
+        return oauthbearer(user, secret, host, port)
+    if mechanism == "LOGIN":
+        return None
+    raise ValueError(f"unknown mechanism {mechanism!r}")
+
+
+def login_steps(user: str, password: str) -> list[bytes]:
+    """LOGIN's answers to the server's two prompts (user name, then password)."""
+    return [b64(user.encode()), b64(password.encode())]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Server text with any echo of a secret replaced by ``***``."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "***")
+    return text
 
 
 # After a failed XOAUTH2/OAUTHBEARER the server sends a JSON challenge; the

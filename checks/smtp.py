@@ -1,40 +1,30 @@
 """``smtp``: banner, EHLO, STARTTLS, and AUTH offered only after TLS (optionally a login).
 
 Port 25 (``smtp``), 587 (``submission``, STARTTLS) or 465 (``submissions``,
-implicit TLS). A long SASL initial response (a 2-4 KB JWT) is never put on
-the AUTH line past 998 octets: it goes after the ``334`` continuation, which
-servers accept (Dovecot 2.3.19 submission answers ``500 5.5.2 Line too long``
-otherwise).
+implicit TLS). The client (``checks.smtp_client``) keeps a long SASL initial
+response off the AUTH line past 998 octets.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mailfleet.checks import sasl
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
-from mailfleet.checks.imap import redact, secret_for
-from mailfleet.checks.net import Connection, tls_context
-from mailfleet.checks.result import ProbeResult, Status
-from mailfleet.checks.smtp_proto import (
-    Reply,
-    auth_mechanisms,
-    banner_hostname,
-    ehlo_keywords,
-    parse_reply_line,
-)
+from mailfleet.checks.credentials import secret_for
+from mailfleet.checks.net import tls_context
+from mailfleet.checks.result import ProbeResult, Reason, Status
+from mailfleet.checks.session import SMTP_SERVICES, Session, cert_failure, open_tls
+from mailfleet.checks.smtp_client import SmtpClient
+from mailfleet.checks.smtp_proto import auth_mechanisms, banner_hostname
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 from mailfleet.checks.tlsinfo import session_values
 from mailfleet.checks.values import Values, declared
 
 CHECK = "smtp"
-MAX_REPLY_LINES = 200
-MAX_COMMAND_LINE = 998  # RFC 5321 text line limit, CRLF excluded
-SERVICES = ("smtp", "submission", "submissions")
+SERVICES = SMTP_SERVICES
 
 @declared
 @dataclass(frozen=True)
@@ -57,138 +47,42 @@ class SmtpValues(Values):
 
 
 
-class SmtpClient:
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
-    def reply(self, what: str) -> Reply:
-        lines: list[str] = []
-        code = 0
-        for _ in range(MAX_REPLY_LINES):
-            raw = self.conn.readline(what)
-            parsed = parse_reply_line(raw)
-            if parsed is None or (code and parsed.code != code):
-                shown = raw[:80].decode("utf-8", "replace")
-                raise ProbeFailure(f"not an SMTP reply to {what}: {shown!r}")
-            code = parsed.code
-            lines.append(parsed.text)
-            if parsed.last:
-                return Reply(code, tuple(lines))
-        raise ProbeFailure(f"SMTP reply to {what} longer than {MAX_REPLY_LINES} lines")
-
-    def command(self, line: bytes, what: str) -> Reply:
-        self.conn.send(line + b"\r\n", what)
-        return self.reply(what)
-
-    def banner(self) -> Reply:
-        reply = self.reply("greeting")
-        if reply.code != 220:
-            raise ProbeFailure(f"server refused the session: {reply.describe()}")
-        return reply
-
-    def ehlo(self, name: str) -> dict[str, str]:
-        reply = self.command(b"EHLO " + name.encode(), "EHLO")
-        if reply.code != 250:
-            raise ProbeFailure(f"EHLO refused: {reply.describe()}")
-        return ehlo_keywords(reply)
-
-    def starttls(self, ctx: ssl.SSLContext, hostname: str) -> ssl.SSLSocket:
-        reply = self.command(b"STARTTLS", "STARTTLS")
-        if reply.code != 220:
-            raise ProbeFailure(f"STARTTLS refused: {reply.describe()}")
-        return self.conn.start_tls(ctx, hostname)
-
-    def authenticate(self, mechanism: str, user: str, secret: str, host: str, port: int) -> None:
-        if mechanism == "LOGIN":
-            steps = [sasl.b64(user.encode()), sasl.b64(secret.encode())]
-            initial: bytes | None = None
-        else:
-            if mechanism == "PLAIN":
-                initial = sasl.plain(user, secret)
-            elif mechanism == "XOAUTH2":
-                initial = sasl.xoauth2(user, secret)
-            elif mechanism == "OAUTHBEARER":
-                initial = sasl.oauthbearer(user, secret, host, port)
-            else:
-                raise ProbeFailure(f"unknown mechanism {mechanism!r}", Status.UNKNOWN)
-            steps = []
-        line = b"AUTH " + mechanism.encode()
-        if initial is not None:
-            if len(line) + 1 + len(initial) <= MAX_COMMAND_LINE:
-                line += b" " + initial
-            else:
-                steps = [initial]
-        ack = sasl.FAILURE_ACK.get(mechanism)
-        reply = self.command(line, f"AUTH {mechanism}")
-        detail = ""
-        while reply.code == 334:
-            if steps:
-                reply = self.command(steps.pop(0), f"AUTH {mechanism}")
-            elif ack is not None and not detail:
-                detail = sasl.describe_oauth_challenge(reply.text) or "token refused"
-                reply = self.command(ack, f"AUTH {mechanism}")
-            else:
-                reply = self.command(b"*", f"AUTH {mechanism}")
-        if reply.code != 235:
-            why = redact(reply.describe(), [secret])
-            raise ProbeFailure(f"{mechanism} rejected: {why}" + (f" ({detail})" if detail else ""))
-
-    def quit(self) -> None:
-        with contextlib.suppress(ProbeFailure):
-            self.conn.send(b"QUIT\r\n", "QUIT")
-
-
 def open_session(
     target: Target, service: str, helo: str, ca: Any, deadline: Deadline, acq: Acquisition,
     *, verify: bool = True,
 ) -> tuple[SmtpClient, ssl.SSLSocket | None]:
     """Connect, banner, EHLO, STARTTLS (or implicit TLS), EHLO again. Returns TLS socket."""
-    if service not in SERVICES:
-        raise ProbeFailure(f"smtp service must be one of {', '.join(SERVICES)}", Status.UNKNOWN)
-    port = target.port(service)
-    acq.values.update({"service": service, "port": port})
+    if service not in SMTP_SERVICES:
+        raise ProbeFailure(f"smtp service must be one of {', '.join(SMTP_SERVICES)}",
+                           Status.UNKNOWN, Reason.NOT_CONFIGURED)
+    acq.values.update({"service": service, "port": target.port(service)})
     ctx = tls_context(ca, verify=verify)
-    with acq.measure("connect"):
-        conn = Connection.open(target.address, port, deadline)
-    client = SmtpClient(conn)
-    tls = None
+    session = Session()
     try:
-        if service == "submissions":
-            with acq.measure("tls"):
-                tls = _handshake(lambda: conn.start_tls(ctx, target.mail_hostname))
-        with acq.measure("greeting"):
-            banner = client.banner()
+        open_tls(target, service, ctx, deadline, acq.measure, helo=helo, greet=True,
+                 session=session)
+    except ssl.SSLCertVerificationError as exc:
+        raise cert_failure(exc) from None
+    finally:
+        _record(session, acq)
+    assert session.smtp is not None and session.tls is not None
+    acq.values.update(session_values(session.tls))
+    acq.values["extensions_after_tls"] = sorted(session.ehlo_after)
+    acq.values["auth_after_tls"] = auth_mechanisms(session.ehlo_after)
+    return session.smtp, session.tls
+
+
+def _record(session: Session, acq: Acquisition) -> None:
+    """What the session showed, also when it stopped half-way (STARTTLS not offered)."""
+    if session.banner is not None:
+        banner = session.banner
         acq.values["banner"] = banner.lines[0][:200] if banner.lines else ""
         acq.values["banner_hostname"] = banner_hostname(banner)
-        with acq.measure("ehlo"):
-            before = client.ehlo(helo)
-        if tls is None:
-            acq.values["extensions_before_tls"] = sorted(before)
-            acq.values["auth_before_tls"] = auth_mechanisms(before)
-            acq.values["starttls_offered"] = "STARTTLS" in before
-            if "STARTTLS" not in before:
-                raise ProbeFailure("STARTTLS not offered")
-            with acq.measure("tls"):
-                tls = _handshake(lambda: client.starttls(ctx, target.mail_hostname))
-            with acq.measure("ehlo"):
-                after = client.ehlo(helo)
-        else:
-            after = before
-        acq.values.update(session_values(tls))
-        acq.values["extensions_after_tls"] = sorted(after)
-        acq.values["auth_after_tls"] = auth_mechanisms(after)
-    except BaseException:
-        conn.close()
-        raise
-    return client, tls
-
-
-def _handshake(start: Any) -> ssl.SSLSocket:
-    try:
-        tls: ssl.SSLSocket = start()
-        return tls
-    except ssl.SSLCertVerificationError as exc:
-        raise ProbeFailure(f"TLS certificate not accepted: {exc.verify_message}") from None
+    before = session.ehlo_before
+    if before is not None:
+        acq.values["extensions_before_tls"] = sorted(before)
+        acq.values["auth_before_tls"] = auth_mechanisms(before)
+        acq.values["starttls_offered"] = "STARTTLS" in before
 
 
 def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition) -> None:
@@ -202,7 +96,8 @@ def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acqu
             user, secret = secret_for(target, mechanism)
             acq.values["mechanism"] = mechanism
             if mechanism not in acq.values["auth_after_tls"]:
-                raise ProbeFailure(f"server does not offer AUTH {mechanism} after STARTTLS")
+                raise ProbeFailure(f"server does not offer AUTH {mechanism} after STARTTLS",
+                                   reason=Reason.UNSUPPORTED)
             with acq.measure("auth"):
                 client.authenticate(mechanism, user, secret, target.mail_hostname,
                                     int(acq.values["port"]))

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
-from mailfleet.checks.imap import ImapClient
 from mailfleet.checks.net import Connection, tls_context
-from mailfleet.checks.result import ProbeResult, Status
-from mailfleet.checks.smtp import SmtpClient
+from mailfleet.checks.result import ProbeResult, Reason, Status
+from mailfleet.checks.session import DEFAULT_HELO, open_tls, served_certificates
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 from mailfleet.checks.tlsinfo import (
+    CertInfo,
     earliest,
     hostname_matches,
     served_chain,
@@ -68,47 +68,24 @@ class TlsValues(Values):
 
 def handshake(
     target: Target, service: str, ctx: ssl.SSLContext, deadline: Deadline, acq: Acquisition,
-    helo: str = "mailfleet-probe.invalid",
+    helo: str = DEFAULT_HELO,
 ) -> tuple[Connection, ssl.SSLSocket]:
     """Connect to the service and complete a TLS handshake (STARTTLS for imap/smtp/submission).
 
     ``ssl.SSLCertVerificationError`` propagates; the caller owns the Connection.
     """
-    port = target.port(service)
-    with acq.measure("connect"):
-        conn = Connection.open(target.address, port, deadline)
-    try:
-        if service in ("imaps", "submissions"):
-            with acq.measure("tls"):
-                tls = conn.start_tls(ctx, target.mail_hostname)
-        elif service == "imap":
-            client = ImapClient(conn)
-            with acq.measure("greeting"):
-                client.greeting()
-                if not client.capabilities:
-                    client.capability()
-            with acq.measure("tls"):
-                tls = client.starttls(ctx, target.mail_hostname)
-        else:
-            smtp = SmtpClient(conn)
-            with acq.measure("greeting"):
-                smtp.banner()
-                keywords = smtp.ehlo(helo)
-            if "STARTTLS" not in keywords:
-                raise ProbeFailure("STARTTLS not offered")
-            with acq.measure("tls"):
-                tls = smtp.starttls(ctx, target.mail_hostname)
-    except BaseException:
-        conn.close()
-        raise
-    return conn, tls
+    session = open_tls(target, service, ctx, deadline, acq.measure, helo=helo,
+                       ehlo_phase="greeting")
+    assert session.conn is not None and session.tls is not None
+    return session.conn, session.tls
 
 
 def describe(target: Target, options: ProbeOptions, acq: Acquisition) -> Path | None:
     """What is looked at (service, port, name, trust anchor) into ``acq``; the CA bundle."""
     service = options.tls_service
     if service not in SERVICES:
-        raise ProbeFailure(f"tls_service must be one of {', '.join(SERVICES)}", Status.UNKNOWN)
+        raise ProbeFailure(f"tls_service must be one of {', '.join(SERVICES)}", Status.UNKNOWN,
+                           Reason.NOT_CONFIGURED)
     ca = target.ca_bundle or options.ca_bundle
     acq.values.update(
         {
@@ -131,9 +108,13 @@ def analyse(tls: ssl.SSLSocket, target: Target, verify_error: str, acq: Acquisit
     ``verify_error`` is empty when the handshake verified the chain (then the
     verified path is known too).
     """
-    served = served_chain(tls)
     verified = verified_chain(tls) if not verify_error else []
-    acq.values.update(session_values(tls))
+    record(served_chain(tls), verified, session_values(tls), target, verify_error, acq)
+
+
+def record(served: list[CertInfo], verified: list[CertInfo], session: dict[str, Any],
+           target: Target, verify_error: str, acq: Acquisition) -> None:
+    acq.values.update(session)
     acq.values["chain_verified"] = not verify_error
     acq.values["verify_error"] = verify_error
     acq.values["served_certs"] = [c.to_dict() for c in served]
@@ -158,11 +139,8 @@ def acquire_unverified(
     target: Target, service: str, deadline: Deadline, verify_error: str, acq: Acquisition
 ) -> None:
     """After a failed verification: fetch the certificates anyway, the dates must be known."""
-    conn, tls = handshake(target, service, tls_context(None, verify=False), deadline, acq)
-    try:
-        analyse(tls, target, verify_error, acq)
-    finally:
-        conn.close()
+    served, session = served_certificates(target, service, deadline, acq.measure)
+    record(served, [], session, target, verify_error, acq)
 
 
 def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition) -> None:
@@ -190,23 +168,26 @@ def judge_tls(values: dict[str, Any], options: ProbeOptions, now: float) -> Verd
     host = values.get("hostname", "")
     served = values.get("served_certs") or []
     if not served:
-        return Verdict(Status.CRITICAL, "server sent no certificate")
+        return Verdict(Status.CRITICAL, "server sent no certificate", Reason.CERT_INVALID)
     leaf = served[0]
     if leaf["not_after"] < now:
         return Verdict(
             Status.CRITICAL,
             f"certificate for {host} expired {span(now - leaf['not_after'])} ago "
             f"(not after {utc(leaf['not_after'])})",
+            Reason.CERT_EXPIRED,
         )
     if leaf["not_before"] > now:
         return Verdict(
             Status.CRITICAL,
             f"certificate for {host} is not valid until {utc(leaf['not_before'])} "
             f"(in {span(leaf['not_before'] - now)})",
+            Reason.CERT_INVALID,
         )
     if not values.get("hostname_match"):
         names = ", ".join(leaf["sans"]) or leaf["subject"]
-        return Verdict(Status.CRITICAL, f"certificate is for {names}, not {host}")
+        return Verdict(Status.CRITICAL, f"certificate is for {names}, not {host}",
+                       Reason.CERT_INVALID)
     if not values.get("chain_verified"):
         why = values.get("verify_error") or "verification failed"
         for cert in served[1:]:
@@ -216,15 +197,16 @@ def judge_tls(values: dict[str, Any], options: ProbeOptions, now: float) -> Verd
         trust = values.get("ca_bundle", "system")
         store = "the system CA store" if trust == "system" else trust
         return Verdict(Status.CRITICAL,
-                       f"certificate chain for {host} is not trusted by {store}: {why}")
+                       f"certificate chain for {host} is not trusted by {store}: {why}",
+                       Reason.CERT_INVALID)
     expiry = values.get("chain_earliest_not_after") or leaf["not_after"]
     left = expiry - now
     if left < options.tls_critical_days * 86400:
         return Verdict(Status.CRITICAL, f"certificate chain for {host} expires in {span(left)} "
-                       f"({utc(expiry)})")
+                       f"({utc(expiry)})", Reason.THRESHOLD)
     if left < options.tls_warning_days * 86400:
         return Verdict(Status.WARNING, f"certificate chain for {host} expires in {span(left)} "
-                       f"({utc(expiry)})")
+                       f"({utc(expiry)})", Reason.THRESHOLD)
     return Verdict(Status.OK)
 
 

@@ -27,10 +27,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from mailfleet.checks import imap, tls
+from mailfleet.checks import imap, imap_session, tls
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, crashed
-from mailfleet.checks.net import Connection, tls_context
+from mailfleet.checks.credentials import secret_for
+from mailfleet.checks.imap_client import ImapClient
+from mailfleet.checks.net import tls_context
 from mailfleet.checks.result import ProbeResult, Reason, Status
+from mailfleet.checks.session import Session, cert_failure, open_tls
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 
 CHECKS = (tls.CHECK, imap.CHECK)
@@ -98,37 +101,32 @@ def probe(target: Target, options: ProbeOptions,
     """The ``tls`` and the ``imap_login`` results, from one connection when they can share it."""
     try:
         if not shares_connection(options):
-            raise ProbeFailure("not on one service")
+            raise ProbeFailure("not on one service", reason=Reason.OTHER)
         # imap_login fails without touching the network when it has no account: alone, then.
-        imap.secret_for(target, options.mechanism.upper())
+        secret_for(target, options.mechanism.upper())
     except ProbeFailure:
         return tls.probe(target, options, deadline), imap.probe(target, options, deadline)
     started_at = time.time()
     start = time.monotonic()
     cert = _Part(tls.CHECK, target, started_at, start)
     login = _Part(imap.CHECK, target, started_at, start)
-    conn: Connection | None = None
+    session: Session | None = None
     try:
         ca = tls.describe(target, options, cert.acq)
-        port = target.port(SERVICE)
-        login.acq.values.update({"service": SERVICE, "port": port})
-        with _measure("connect", cert, login):
-            conn = Connection.open(target.address, port, deadline)
+        login.acq.values.update({"service": SERVICE, "port": target.port(SERVICE)})
         try:
-            with _measure("tls", cert, login):
-                sock = conn.start_tls(tls_context(ca, verify=True), target.mail_hostname)
+            session = open_tls(target, SERVICE, tls_context(ca, verify=True), deadline,
+                               lambda phase: _measure(phase, cert, login))
         except ssl.SSLCertVerificationError as exc:
-            conn.close()
-            login.end(Verdict(Status.CRITICAL,
-                              f"TLS certificate not accepted: {exc.verify_message}",
-                              Reason.CERT_INVALID))
+            login.end(Verdict(Status.CRITICAL, cert_failure(exc).message, Reason.CERT_INVALID))
             error = tls.verify_error_of(exc)
             cert.run(lambda acq: tls.acquire_unverified(target, SERVICE, deadline, error, acq),
                      tls.judge_for(options))
         else:
+            sock, client = session.tls, session.imap
+            assert sock is not None and client is not None
             cert.run(lambda acq: tls.analyse(sock, target, "", acq), tls.judge_for(options))
-            login.run(lambda acq: _log_in(imap.ImapClient(conn), sock, target, options, acq),
-                      imap.judge)
+            login.run(lambda acq: _log_in(client, sock, target, options, acq), imap.judge)
     except ProbeFailure as failure:  # no connection, no handshake: neither check got anywhere
         for part in (cert, login):
             part.end(Verdict(failure.status, failure.message, failure.reason))
@@ -136,16 +134,16 @@ def probe(target: Target, options: ProbeOptions,
         for part in (cert, login):
             part.end(crashed(exc))
     finally:
-        if conn is not None:
-            conn.close()
+        if session is not None:
+            session.close()
     assert cert.result is not None and login.result is not None
     return cert.result, login.result
 
 
-def _log_in(client: imap.ImapClient, sock: ssl.SSLSocket, target: Target, options: ProbeOptions,
+def _log_in(client: ImapClient, sock: ssl.SSLSocket, target: Target, options: ProbeOptions,
             acq: Acquisition) -> None:
     with acq.measure("greeting"):
         client.greeting()
-    imap.session_ready(client, sock, acq)
-    imap.login(client, target, options, acq)
+    imap_session.session_ready(client, sock, acq)
+    imap_session.login(client, target, options, acq)
     client.logout()

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailfleet.checks import imap, sync_unavailable, tls, tls_login
+from mailfleet.checks import imap, sync, tls, tls_login
 from mailfleet.checks.mesh import mesh_round
 from mailfleet.checks.result import ProbeResult, Reason
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
@@ -139,17 +139,6 @@ class SchedulerStats:
             )
 
 
-def _sync_probe_pair(source: Target, mailbox: Target, options: ProbeOptions,
-                     deadline: Deadline) -> ProbeResult:
-    """``checks.sync.probe_pair``, imported when the mesh first runs (it needs imapclient)."""
-    missing = sync_unavailable(MESH_CHECK, mailbox)
-    if missing is not None:
-        return missing
-    from mailfleet.checks import sync
-
-    return sync.probe_pair(source, mailbox, options, deadline)
-
-
 class Scheduler:
     def __init__(
         self,
@@ -183,7 +172,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
-        self.pair_probe: PairProbe = pair_probe or _sync_probe_pair
+        self.pair_probe: PairProbe = pair_probe or sync.probe_pair
         self._mesh_round = 0
 
     @property

@@ -174,16 +174,68 @@ def test_long_sasl_response_goes_after_334_not_on_the_auth_line(tmp_path: Path) 
     assert server_logic.longest <= LineLimitedSmtp.LIMIT
 
 
+def imap_starttls_injector(conn: socket.socket, stop: threading.Event) -> None:
+    conn.settimeout(5)
+    conn.sendall(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n")
+    conn.recv(1024)
+    conn.sendall(b"mf1 OK Begin TLS\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n")
+    stop.wait(5)
+
+
 def test_starttls_response_injection_is_refused() -> None:
     """Bytes pipelined after the STARTTLS reply would be read as if they came over TLS."""
-
-    def injector(conn: socket.socket, stop: threading.Event) -> None:
-        conn.settimeout(5)
-        conn.sendall(b"* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n")
-        conn.recv(1024)
-        conn.sendall(b"mf1 OK Begin TLS\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n")
-        stop.wait(5)
-
-    with LoopbackServer(injector) as server:
+    with LoopbackServer(imap_starttls_injector) as server:
         result, _ = timed("imap_login", server.port, PLAIN_IMAP)
     assert result.error == "server sent data before the TLS handshake (STARTTLS injection?)"
+
+
+# -- the sync probe goes through the same layer: the same bounds, its own "where" ----------
+@pytest.mark.parametrize(("handler", "words"), [
+    (tarpit, "TLS handshake did not finish within 1.5 s"),
+    (stalled_tls, "TLS handshake did not finish within 1.5 s"),
+    (garbage(b"HTTP/1.1 400 Bad Request\r\n\r\n"), "TLS handshake failed: "),
+], ids=["tarpit", "stalled_tls", "garbage"])
+def test_the_sync_probe_on_a_hostile_imaps_port(handler: Callable[..., None],
+                                                words: str) -> None:
+    with LoopbackServer(handler) as server:
+        result, _ = timed("sync", server.port, ProbeOptions())
+    assert result.status == Status.CRITICAL
+    assert result.error.startswith(f"IMAP 127.0.0.1:{server.port}: {words}")
+
+
+def test_the_sync_probe_on_a_trickling_server() -> None:
+    with LoopbackServer(trickle) as server:
+        result, _ = timed("sync", server.port, ProbeOptions())
+    assert not result.success
+    assert "within 1.5 s" in result.error or "TLS handshake failed" in result.error
+
+
+def test_starttls_injection_is_refused_by_the_sync_probe() -> None:
+    with LoopbackServer(imap_starttls_injector) as server:
+        result, _ = timed("sync", server.port, PLAIN_IMAP)
+    assert result.error == (f"IMAP 127.0.0.1:{server.port}: server sent data before the TLS "
+                            "handshake (STARTTLS injection?)")
+
+
+def test_smtp_starttls_injection_is_refused() -> None:
+    def injector(conn: socket.socket, stop: threading.Event) -> None:
+        conn.settimeout(5)
+        reader = conn.makefile("rb")
+        conn.sendall(b"220 mx1.lab.test ESMTP\r\n")
+        reader.readline()
+        conn.sendall(b"250-mx1.lab.test\r\n250 STARTTLS\r\n")
+        reader.readline()
+        conn.sendall(b"220 go ahead\r\n250 AUTH PLAIN injected\r\n")
+        stop.wait(5)
+        reader.close()
+
+    with LoopbackServer(injector) as server:
+        result, _ = timed("smtp", server.port, ProbeOptions())
+    assert result.error == "server sent data before the TLS handshake (STARTTLS injection?)"
+
+
+def test_sync_probe_port_closed() -> None:
+    port = closed_port()
+    result, elapsed = timed("sync", port, ProbeOptions())
+    assert result.error == f"IMAP 127.0.0.1:{port}: connection refused"
+    assert elapsed < 0.5

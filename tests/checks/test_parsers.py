@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import threading
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailfleet.checks import Credentials, Secret, Target
 from mailfleet.checks.base import ProbeFailure
 from mailfleet.checks.dns import Tlsa, parse_dmarc, parse_resolver, parse_spf
-from mailfleet.checks.imap import ImapClient, redact
+from mailfleet.checks.imap_client import ImapClient
 from mailfleet.checks.imap_proto import (
     capabilities_of,
     literal_size,
@@ -21,8 +23,8 @@ from mailfleet.checks.imap_proto import (
     tokens,
 )
 from mailfleet.checks.net import Connection
-from mailfleet.checks.sasl import describe_oauth_challenge
-from mailfleet.checks.smtp import SmtpClient
+from mailfleet.checks.sasl import describe_oauth_challenge, redact
+from mailfleet.checks.smtp_client import SmtpClient
 from mailfleet.checks.smtp_proto import Reply, banner_hostname, ehlo_keywords, parse_reply_line
 from mailfleet.checks.target import Deadline
 
@@ -210,3 +212,33 @@ def test_bare_lf_line_ends_are_accepted() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+# -- the layer's pure pieces: one SASL initial response for both clients, DATA, FETCH ----
+def test_one_initial_response_serves_imap_and_smtp() -> None:
+    from mailfleet.checks.sasl import initial_response
+
+    assert initial_response("PLAIN", "u", "p", "h", 1) == base64.b64encode(b"\0u\0p")
+    assert initial_response("LOGIN", "u", "p", "h", 1) is None  # two prompted steps
+    assert b"port=993" in base64.b64decode(initial_response("OAUTHBEARER", "u", "t", "h", 993)
+                                           or b"")
+    with pytest.raises(ValueError, match="unknown mechanism"):
+        initial_response("CRAM-MD5", "u", "p", "h", 1)
+
+
+def test_a_message_is_dot_stuffed_with_crlf_line_ends() -> None:
+    from mailfleet.checks.smtp_client import dot_stuffed
+
+    assert dot_stuffed(b"a\n.b\r\n..c\n") == b"a\r\n..b\r\n...c\r\n.\r\n"
+
+
+def test_fetch_flags_and_counts_of_pushed_responses() -> None:
+    from mailfleet.checks.imap_client import counted
+    from mailfleet.checks.imap_proto import parse_line
+    from mailfleet.checks.sync_watch import fetch_flags
+
+    item = counted(parse_line(b"* 3 FETCH (FLAGS (\\Seen \\Recent) MODSEQ (12))"))
+    assert item is not None and item[:2] == (3, "FETCH")
+    assert fetch_flags(item[2]) == ["\\Seen", "\\Recent"]
+    assert fetch_flags("((((") == [] and fetch_flags("") == []
+    assert counted(parse_line(b"* OK still here")) is None

@@ -53,7 +53,7 @@ def probe_messages(target: Target) -> list[int]:
     """UIDs of probe messages in the probe account's INBOX, straight from IMAP."""
     client = sync.open_imap(target, ProbeOptions(), Deadline(15))
     try:
-        client.select_folder(sync.FOLDER)
+        client.select(sync.FOLDER)
         return sync.find_tagged(client)
     finally:
         sync._close(client)

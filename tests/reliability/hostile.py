@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 from tests.checks import servers
+from tests.sync.mailserver import ScriptedMailbox, Submission
 
 LIFETIME = 600.0
 GARBAGE = b"\x00\xff\xfe HTTP/1.1 400 Bad Request\r\n" + bytes(range(256)) + b"\r\n"
@@ -58,6 +59,16 @@ def main() -> int:
                 servers.serving(servers.tls_greeter(ctx, GARBAGE))
             )
             ports["tls_garbage"] = tls_garbage.port
+            # The sync probe's steps, each stalled by a mailbox or submission server that
+            # behaves until then (same certificate: trusted through hostile-ca.pem).
+            for name, stall, leftover in (("stall_idle", "IDLE", False),
+                                          ("stall_search", "UID SEARCH", False),
+                                          ("stall_fetch", "UID FETCH", True),
+                                          ("mailbox", "", False)):
+                mailbox = ScriptedMailbox(ctx, stall, leftover)
+                ports[name] = stack.enter_context(servers.serving(mailbox)).port
+            data = Submission(ctx, "probe", "probe-secret-1", stall="DATA")
+            ports["stall_data"] = stack.enter_context(servers.serving(data)).port
         print(json.dumps(ports), flush=True)
         done = threading.Event()
 

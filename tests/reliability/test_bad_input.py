@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.localmail import LocalDovecot
 from mailfleet.checks import PROBES
-from mailfleet.checks.result import ProbeResult, Status
+from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
 from mailfleet.dashboard.app import create_app
 from mailfleet.dashboard.scheduler import Scheduler
@@ -367,3 +367,41 @@ def test_scheduler_survives_hostile_servers_and_stores_everything(
     assert not got[("hostile", "imap_login")].success
     assert store.integrity_ok()
     store.close()
+
+
+# The sync probe's commands (SELECT, UID SEARCH/FETCH/STORE/EXPUNGE, IDLE, NOOP) see
+# fuzzed answers once a sane greeting and login got the probe that far.
+SYNC_SANE = [
+    b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR IDLE UIDPLUS] ready\r\n",
+    b"mf1 OK [CAPABILITY IMAP4rev1 IDLE UIDPLUS CONDSTORE] logged in\r\n",
+]
+SYNC_LINE = st.one_of(
+    LINE,
+    st.sampled_from([
+        b"* 3 EXISTS\r\n", b"* 4294967296 EXISTS\r\n", b"* SEARCH 1 2 99999999999 x\r\n",
+        b"+ idling\r\n", b"* 1 FETCH (UID 7 BODY[HEADER.FIELDS (X-MAILFLEET-PROBE)] {20}\r\n",
+        b"* 2 FETCH (FLAGS (\\Seen) UID\r\n", b"* 1 FETCH ((((\r\n", b"mf2 OK [READ-WRITE] ok\r\n",
+        b"mf3 OK [APPENDUID 1 99999999999999999999] ok\r\n", b"* BYE going away\r\n",
+    ]),
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(script=st.lists(SYNC_LINE, min_size=0, max_size=8))
+def test_fuzzed_mailboxes_get_a_clean_sync_result_within_the_deadline(
+    scripted: tuple[ScriptedImap, int, Path], script: list[bytes]
+) -> None:
+    server, port, ca = scripted
+    server.script = SYNC_SANE + script
+    target = Target(name="fuzz", address="127.0.0.1", mail_hostname="imap.fuzz.test",
+                    ports={"imaps": port, "submission": servers.closed_port()}, ca_bundle=ca,
+                    credentials=Credentials("probe", password=Secret("probe-secret-1")))
+    budget = 1.5
+    t0 = time.monotonic()
+    result = PROBES["sync"](target, ProbeOptions(timeout=budget), Deadline(budget))
+    took = time.monotonic() - t0
+    assert took <= budget + 0.5, (took, result.error)
+    assert result.reason != Reason.CRASH, result.error
+    assert "probe-secret-1" not in json.dumps(result.to_dict(), default=str)
+    assert not result.success and result.error

@@ -55,7 +55,22 @@ def faulty_hosts(dovecot: LocalDovecot, hostile: Hostile) -> list[WatchedHost]:
                   dns_resolvers=(f"127.0.0.1:{p['silent_dns']}",)),
         mail_host("bad-dns-closed", "127.0.0.1", dovecot, ("dns",), TIMEOUT,
                   dns_resolvers=(f"127.0.0.1:{p['closed']}",)),
+        # The sync probe, its mailbox stalling at IDLE, UID SEARCH or UID FETCH, or its
+        # submission server at DATA.
+        sync_host("bad-sync-idle", dovecot, hostile, p["stall_idle"], p["closed"]),
+        sync_host("bad-sync-search", dovecot, hostile, p["stall_search"], p["closed"]),
+        sync_host("bad-sync-fetch", dovecot, hostile, p["stall_fetch"], p["closed"]),
+        sync_host("bad-sync-data", dovecot, hostile, p["mailbox"], p["stall_data"]),
     ]
+
+
+def sync_host(name: str, dovecot: LocalDovecot, hostile: Hostile, imaps: int,
+              submission: int) -> WatchedHost:
+    from dataclasses import replace
+
+    host = mail_host(name, "127.0.0.1", dovecot, ("sync",), TIMEOUT, imaps, ca=hostile.ca)
+    return replace(host, target=replace(host.target,
+                                        ports={"imaps": imaps, "submission": submission}))
 
 
 def with_domains(host: WatchedHost) -> WatchedHost:

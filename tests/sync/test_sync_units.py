@@ -1,7 +1,9 @@
-"""checks.sync without a mail server: tags, the mesh schedule, judgement, SNI."""
+"""checks.sync without a mail server: tags, the mesh schedule, judgement, SNI of its sessions."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime
 import socket
 import ssl
@@ -18,7 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mailfleet.checks import sync
+from mailfleet.checks.imap_client import exists_count
+from mailfleet.checks.imap_proto import parse_line
+from mailfleet.checks.net import tls_context
 from mailfleet.checks.result import Status
+from mailfleet.checks.session import open_tls
 from mailfleet.checks.target import Credentials, Deadline, ProbeOptions, Secret, Target
 
 
@@ -61,9 +67,10 @@ def test_judgement_names_the_slow_kind() -> None:
 
 
 def test_exists_count_reads_the_last_exists() -> None:
-    responses = [(3, b"RECENT"), (4, b"EXISTS"), (5, b"EXISTS"), (1, b"FETCH", (b"FLAGS", ()))]
-    assert sync._exists_count(responses) == 5
-    assert sync._exists_count([(1, b"EXPUNGE")]) is None
+    responses = [parse_line(line) for line in
+                 (b"* 3 RECENT", b"* 4 EXISTS", b"* 5 EXISTS", b"* 1 FETCH (FLAGS ())")]
+    assert exists_count(responses) == 5
+    assert exists_count([parse_line(b"* 1 EXPUNGE")]) is None
 
 
 def test_probe_message_carries_the_tag_and_no_secret() -> None:
@@ -73,6 +80,10 @@ def test_probe_message_carries_the_tag_and_no_secret() -> None:
 
 
 # -- SNI: connect to an address, verify and send the mail host name ---------------
+def _no_phase(_phase: str) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
 @pytest.fixture
 def tls_listener(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -119,32 +130,30 @@ def tls_listener(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
     thread.join(timeout=5)
 
 
-def test_sni_context_verifies_the_mail_hostname_not_the_address(
+def test_the_session_verifies_the_mail_hostname_not_the_address(
     tls_listener: tuple[int, Path, list[str]],
 ) -> None:
     port, ca, names = tls_listener
     target = Target(name="mx1", address="127.0.0.1", mail_hostname="mx1.lab.test", ca_bundle=ca)
-    ctx = sync.sni_context(target, ProbeOptions())
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(
-        raw, server_hostname="127.0.0.1"
-    ) as tls:
-        assert tls.recv(100).startswith(b"* OK")
-        peer = tls.getpeercert()
+    target = dataclasses.replace(target, ports={"imaps": port})
+    ctx = tls_context(ca, verify=True)
+    session = open_tls(target, "imaps", ctx, Deadline(5), _no_phase, greet=True)
+    with contextlib.closing(session):
+        assert session.imap is not None and session.tls is not None
+        peer = session.tls.getpeercert()
         assert peer is not None
         assert peer["subject"] == ((("commonName", "mx1.lab.test"),),)
     assert names == ["mx1.lab.test"]
 
 
-def test_sni_context_refuses_a_certificate_for_another_name(
+def test_the_session_refuses_a_certificate_for_another_name(
     tls_listener: tuple[int, Path, list[str]],
 ) -> None:
     port, ca, _ = tls_listener
     target = Target(name="mx2", address="127.0.0.1", mail_hostname="mx2.lab.test", ca_bundle=ca)
-    ctx = sync.sni_context(target, ProbeOptions())
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, pytest.raises(
-        ssl.SSLCertVerificationError, match=r"mx2\.lab\.test"
-    ):
-        ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    target = dataclasses.replace(target, ports={"imaps": port})
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"mx2\.lab\.test"):
+        open_tls(target, "imaps", tls_context(ca, verify=True), Deadline(5), _no_phase)
 
 
 # -- failures are results, with words, within the deadline --------------------------
