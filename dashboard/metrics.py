@@ -21,7 +21,6 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from mailfleet.dashboard.store.values import (
-    SYNC_READABLE,
     DnsValues,
     ImapLoginValues,
     QuotaValues,
@@ -238,7 +237,7 @@ def _server(values: Mapping[str, Any]) -> Iterator[Sample]:
 
 
 # check name -> what its values say as samples (a check without one has only the
-# common families). Sync needs imapclient here to read its declaration.
+# common families).
 EXTRACTORS: Mapping[str, Extractor] = {
     "tls": _tls,
     "imap_login": _imap_login,
@@ -246,7 +245,8 @@ EXTRACTORS: Mapping[str, Extractor] = {
     "quota": _quota,
     "dns": _dns,
     "server": _server,
-    **({"sync": _sync, "sync_mesh": _sync_mesh} if SYNC_READABLE else {}),
+    "sync": _sync,
+    "sync_mesh": _sync_mesh,
 }
 
 

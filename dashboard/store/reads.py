@@ -23,7 +23,7 @@ from mailfleet.dashboard.store.records import (
     reason_of,
 )
 from mailfleet.dashboard.store.results import StoreCore
-from mailfleet.dashboard.store.values import SYNC_READABLE, SyncValues
+from mailfleet.dashboard.store.values import SyncValues
 
 MESH_CHECK_PREFIX = "sync_mesh:"  # a pair is stored as check sync_mesh:<source>
 _CHUNK = 500  # ids per IN (...) query: SQLite's parameter limit is far above
@@ -107,8 +107,6 @@ class ResultStore(StoreCore):
 
     def mesh_pairs(self, host: str, since: float, scan: int = 5_000) -> list[MeshPair]:
         """The newest result of every mesh pair from or to ``host`` since ``since``."""
-        if not SYNC_READABLE:
-            return []
         key = SyncValues.key
         args = (
             json_path(key.source), json_path(key.destination),

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mailfleet.dashboard.store import ResultStore, SeriesPoint
-from mailfleet.dashboard.store.values import SYNC_READABLE, SyncValues, TlsValues
+from mailfleet.dashboard.store.values import SyncValues, TlsValues
 
 MAX_POINTS = 720
 MESH_SCAN_LIMIT = 5_000  # newest mesh results looked at for one host's mesh row/column
@@ -21,7 +21,7 @@ MESH_SCAN_LIMIT = 5_000  # newest mesh results looked at for one host's mesh row
 def _keys(check: str) -> tuple[str, ...]:
     if check == "tls":
         return (TlsValues.key.chain_earliest_not_after, TlsValues.key.cert_not_after)
-    if check == "sync" and SYNC_READABLE:
+    if check == "sync":
         k = SyncValues.key
         return (k.delivery_latency_seconds, k.push_latency_seconds, k.client_latency_seconds)
     return ()
@@ -96,7 +96,7 @@ def host_history(
             phases[check] = phase_series(points)
         if check == "tls":
             cert = _cert_days(points)
-        if check == "sync" and SYNC_READABLE:
+        if check == "sync":
             sync = _sync(points)
     return {
         "since": since,

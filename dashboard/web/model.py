@@ -26,7 +26,6 @@ from mailfleet.checks.result import Reason, Status
 from mailfleet.dashboard.scheduler import is_mesh_check
 from mailfleet.dashboard.store import HostSummary, StoredResult, worst
 from mailfleet.dashboard.store.values import (
-    SYNC_READABLE,
     DnsValues,
     ImapLoginValues,
     QuotaValues,
@@ -175,10 +174,6 @@ def _latency(read: Callable[[SyncValues], float | None]) -> Filler:
     return fill
 
 
-def _sync_unreadable(r: StoredResult, _now: float) -> Cell:
-    return cell(r.status.label, short_reason(r) if not r.success else "ok", r.error, None)
-
-
 def _dns_flag(read: Callable[[DnsValues], bool | None], checks: tuple[str, ...],
               what: str) -> Filler:
     """A DNS concern's cell: its flag, and the probe's verdicts of its findings."""
@@ -214,10 +209,8 @@ FILLERS: Mapping[str, Filler] = {
     "imap_login": _imap_login,
     "smtp": _smtp,
     "cert_days": _cert_days,
-    "delivery": (_latency(lambda v: v.delivery_latency_seconds)
-                 if SYNC_READABLE else _sync_unreadable),
-    "client_sync": (_latency(lambda v: v.client_latency_seconds)
-                    if SYNC_READABLE else _sync_unreadable),
+    "delivery": _latency(lambda v: v.delivery_latency_seconds),
+    "client_sync": _latency(lambda v: v.client_latency_seconds),
     "mx": _dns_flag(lambda d: d.mx_ok, ("mx",), "MX"),
     "rdns": _dns_flag(lambda d: d.rdns_ok, ("ptr", "fcrdns"), "reverse DNS"),
     "quota": _quota,
