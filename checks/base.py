@@ -55,7 +55,10 @@ class Verdict:
         return Reason.NONE if self.status == Status.OK else Reason.THRESHOLD
 
 
-# Transitional: failures raised without a reason are classed by their words.
+# A failure raised without a reason is classed by its words. The library's own probes
+# always give one (tests/test_architecture.py holds them to it); this serves probes
+# brought in from outside (a custom probe table) and the SSH errors of the server check
+# that only words tell apart (refused, unreachable).
 _REASON_WORDS: tuple[tuple[Reason, tuple[str, ...]], ...] = (
     (Reason.REFUSED, ("connection refused",)),
     (Reason.UNREACHABLE, ("unreachable", "no route", "host is down", "network is down")),

@@ -5,6 +5,7 @@
   (``TlsValues.of(result).cert_not_after``, ``SyncValues.key.kind``), never by a key
   written as a string: a ``values["..."]`` / ``values.get("...")`` subscript or a
   ``'$.key'`` JSON path in a query.
+* Every ``ProbeFailure`` the probe library raises names its ``Reason``.
 * No module over ``MAX_LINES`` lines unless its docstring opens with a reason
   (``Longer than ... because ...``).
 """
@@ -94,6 +95,18 @@ def test_the_lint_finds_a_key_string() -> None:
     finally:
         sample.unlink()
     assert len(hits) == 2, hits
+
+
+def test_every_probe_failure_in_the_library_names_its_reason() -> None:
+    # A reason guessed from words is a fallback for outside probes, never the mechanism.
+    unnamed = []
+    for path in modules("checks"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "ProbeFailure" and len(node.args) < 3
+                    and not any(k.arg == "reason" for k in node.keywords)):
+                unnamed.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert unnamed == [], f"ProbeFailure raised without a Reason: {unnamed}"
 
 
 def test_no_module_is_long_without_a_reason() -> None:
