@@ -33,8 +33,13 @@ def test_argument_specs_carry_every_default(role: Path) -> None:
     options = _load(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
     undocumented = sorted(set(defaults) - set(options))
     assert undocumented == [], f"{role.name}: variables without an argument spec: {undocumented}"
+    # A required option carries no default (Ansible refuses both); its defaults/main.yml
+    # entry is only the placeholder the role's preflight checks.
     wrong = {name: (options[name].get("default"), value) for name, value in defaults.items()
-             if name not in NO_DEFAULT and options[name].get("default") != value}
+             if name not in NO_DEFAULT and not options[name].get("required")
+             and options[name].get("default") != value}
+    both = [name for name, spec in options.items() if spec.get("required") and "default" in spec]
+    assert both == [], f"{role.name}: required options with a default (Ansible refuses): {both}"
     assert wrong == {}, f"{role.name}: argument spec default != defaults/main.yml: {wrong}"
     for name in NO_DEFAULT & set(options):
         assert "default" not in options[name], name
