@@ -126,6 +126,8 @@ class Target:
         object.__setattr__(self, "ports", MappingProxyType({**DEFAULT_PORTS, **self.ports}))
         object.__setattr__(self, "domains", tuple(self.domains))
         object.__setattr__(self, "checks", tuple(self.checks))
+        if isinstance(self.ca_bundle, str):  # a path given as text (JSON, a caller's spec)
+            object.__setattr__(self, "ca_bundle", Path(self.ca_bundle) if self.ca_bundle else None)
         if not self.mail_hostname:
             object.__setattr__(self, "mail_hostname", self.name)
 

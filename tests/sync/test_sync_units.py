@@ -177,3 +177,14 @@ def test_closed_port_fails_fast_with_the_step_named() -> None:
     assert result.status == Status.CRITICAL
     assert f"IMAP 127.0.0.1:{port}: connection refused" in result.error
     assert "pw" not in result.error
+
+
+def test_a_ca_bundle_given_as_text_is_a_path() -> None:
+    # Callers that build targets from JSON pass the bundle as a str; TLS reads its mtime.
+    from pathlib import Path
+
+    from mailfleet.checks.target import Target
+
+    assert Target("t", "127.0.0.1", ca_bundle="/etc/ssl/x.pem").ca_bundle == Path(  # type: ignore[arg-type]
+        "/etc/ssl/x.pem")
+    assert Target("t", "127.0.0.1", ca_bundle="").ca_bundle is None  # type: ignore[arg-type]
