@@ -192,7 +192,7 @@ def metrics() -> Response:
     from flask import current_app
 
     page: MetricsPage = current_app.extensions["mailfleet_metrics"]
-    return Response(page.render(), mimetype=CONTENT_TYPE_LATEST)
+    return Response(page.render(), content_type=CONTENT_TYPE_LATEST)
 
 
 # -- /probe ----------------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def probe() -> Response:
     samples = list(result_samples(result))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ResultCollector(samples))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 # -- /sd and /healthz ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from mailfleet.checks.dns import report as dns_report
 from mailfleet.dashboard.store.values import (
     DnsValues,
     ImapLoginValues,
@@ -91,8 +92,10 @@ GAUGES: dict[str, str] = {
     "mailfleet_dns_mx_ok": "1 if every mail domain's MX points at this server.",
     "mailfleet_dns_rdns_ok": "1 if the server address has forward-confirmed rDNS "
     "matching mail_hostname.",
-    "mailfleet_dns_spf_ok": "1 if SPF records are present and parse.",
-    "mailfleet_dns_dmarc_ok": "1 if DMARC records are present and parse.",
+    "mailfleet_dns_spf_ok": "1 if every mail domain has one valid SPF record that authorises "
+    "the host; 0 if one is missing, invalid or does not authorise it.",
+    "mailfleet_dns_dmarc_ok": "1 if every mail domain has one valid DMARC record; 0 if one is "
+    "missing or invalid.",
     "mailfleet_dns_tlsa_ok": "1 if TLSA records (when present) match the served certificate.",
     # The server check (checks/server, over SSH); its values in checks/SERVER.md.
     "mailfleet_server_ssh_up": "1 if the server check logged in over SSH and ran its commands.",
@@ -199,8 +202,11 @@ def _sync_mesh(values: Mapping[str, Any]) -> Iterator[Sample]:
 
 def _dns(values: Mapping[str, Any]) -> Iterator[Sample]:
     v = DnsValues.of(values)
-    for value, what in ((v.mx_ok, "mx"), (v.rdns_ok, "rdns"), (v.spf_ok, "spf"),
-                        (v.dmarc_ok, "dmarc"), (v.tlsa_ok, "tlsa")):
+    # SPF and DMARC: a missing record is only a warning finding (spf_ok/dmarc_ok stay
+    # true), but the gauges say whether the record is there and right.
+    for value, what in ((v.mx_ok, "mx"), (v.rdns_ok, "rdns"),
+                        (dns_report.clean(v.findings, "spf"), "spf"),
+                        (dns_report.clean(v.findings, "dmarc"), "dmarc"), (v.tlsa_ok, "tlsa")):
         yield from _flag(value, f"mailfleet_dns_{what}_ok")
 
 

@@ -86,9 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Sub-commands a monitoring system runs as a plugin: their exit status is Nagios'
+# (0 ok, 1 warning, 2 critical, 3 unknown), so a usage error must be 3, not argparse's 2.
+PLUGIN_COMMANDS = frozenset({"probe"})
+
+
+def _command(argv: Sequence[str]) -> str:
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(words)
+    except SystemExit as exc:
+        if exc.code == 2 and _command(words) in PLUGIN_COMMANDS:
+            return 3  # argparse has printed the usage and the error
+        raise
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,3 +76,15 @@ def format_table(findings: Sequence[Finding], only_problems: bool = False) -> st
     return "\n".join(
         "  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in table
     )
+
+
+def clean(findings: Sequence[Mapping[str, Any]], check: str) -> bool | None:
+    """Every finding of one concern is OK (no warning, no error); None when none was made.
+
+    ``findings`` as stored (``Finding.to_dict``). Stricter than ``DnsReport.ok``: a
+    missing SPF or DMARC record is a warning, so ``ok`` holds and this does not.
+    """
+    relevant = [Finding(**f) for f in findings if Finding(**f).check == check]
+    if not relevant:
+        return None
+    return all(f.status == OK for f in relevant)

@@ -160,3 +160,10 @@ def test_probe_runs_the_fleet_mesh_as_serve_does(
     mesh = [r for r in results if r["check"].startswith("sync_mesh:")]
     assert all(r["status"] == "critical" and "refused" in r["error"] for r in mesh), mesh
     assert all(r["reason"] == "refused" for r in mesh), mesh
+
+
+def test_a_probe_usage_error_is_unknown_not_critical(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "--format", "yaml", "-i", "x"]) == 3  # Nagios: UNKNOWN
+    assert "invalid choice: 'yaml'" in capsys.readouterr().err
+    assert main(["probe"]) == 3
+    assert "-i/--inventory" in capsys.readouterr().err

@@ -184,3 +184,11 @@ def test_nothing_is_registered_in_the_default_registry(app: Flask, client: Flask
     client.get("/metrics")
     client.get("/probe?target=mx1&module=port")
     assert b"mailfleet_" not in generate_latest(REGISTRY)
+
+
+def test_metrics_and_probe_name_their_charset_once(app: Flask, client: FlaskClient) -> None:
+    sweep(app)
+    for path in ("/metrics", "/probe?target=mx1&module=port"):
+        header = client.get(path).headers["Content-Type"]
+        assert header.lower().count("charset") == 1, f"{path}: {header}"
+        assert header.startswith("text/plain; version="), f"{path}: {header}"
