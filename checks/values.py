@@ -52,13 +52,25 @@ class Values:
 
     @classmethod
     def names(cls) -> frozenset[str]:
-        return frozenset(f.name for f in dataclasses.fields(cls))
+        # Every reader calls of() per result (the fleet view: thousands a rebuild); the
+        # fields of a frozen declaration never change, so they are worked out once.
+        return _field_names(cls)
 
     @classmethod
     def of(cls, source: Mapping[str, Any] | _HasValues) -> Self:
         """The declared values of a result (or of its values mapping); others are ignored."""
         data: Mapping[str, Any] = source if isinstance(source, Mapping) else source.values
         return cls(**{name: data[name] for name in cls.names() if name in data})
+
+
+_NAMES: dict[type[Values], frozenset[str]] = {}
+
+
+def _field_names(cls: type[Values]) -> frozenset[str]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 V = TypeVar("V", bound=type[Values])
