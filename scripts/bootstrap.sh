@@ -62,11 +62,16 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.mailfleet-deps
-want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/constraints.txt requirements.yml molecule/requirements.yml \
+         scripts/install_collections.py scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing mailfleet and its test dependencies into .venv"
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/pip install -q --disable-pip-version-check -c scripts/constraints.txt -e '.[test]'
+  # The collections of requirements.yml (and Molecule's), into the venv; Galaxy is not
+  # reachable from here, so they come from PyPI (see the script).
+  say "installing the Ansible collections of requirements.yml into .venv"
+  .venv/bin/python scripts/install_collections.py requirements.yml molecule/requirements.yml
   echo "$want" > "$stamp"
 fi
 
