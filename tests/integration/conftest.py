@@ -16,11 +16,13 @@ import imaplib
 import itertools
 import json
 import os
+import shutil
 import signal
 import smtplib
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ from bench.measure import process_tree
 from mailfleet.lab.fleet import Lab
 from mailfleet.lab.hosts import LabHost
 from mailfleet.lab.podman import PodmanError, podman
+from tests.integration.collection import installed_collection
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -179,6 +182,8 @@ def run_playbook(
     args: Sequence[str] = (),
     extra_vars: dict[str, Any] | None = None,
     timeout: float = PLAYBOOK_TIMEOUT,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> PlaybookRun:
     """Run ``ansible-playbook``; its output goes to ``artifacts/playbook-*.log`` as it runs.
 
@@ -197,16 +202,18 @@ def run_playbook(
         "PY_COLORS": "0",
         # A single task stuck past this fails by name (the run goes on to its recap).
         "ANSIBLE_TASK_TIMEOUT": str(TASK_TIMEOUT),
+        **(env or {}),
     }
     ARTIFACTS.mkdir(exist_ok=True)
-    log = ARTIFACTS / (f"playbook-{Path(playbook).stem}-{time.strftime('%H%M%S')}"
+    name = Path(playbook).stem.rsplit(".", 1)[-1]  # mailfleet.mail.site: site
+    log = ARTIFACTS / (f"playbook-{name}-{time.strftime('%H%M%S')}"
                        f"-{os.getpid()}-{next(_RUNS)}.log")
     started = time.monotonic()
     with log.open("w+", encoding="utf-8") as out:
         out.write("$ " + " ".join(argv) + "\n")
         out.flush()
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, text=True,
         )
         try:
@@ -277,13 +284,25 @@ def fleet_users(hosts: list[LabHost]) -> dict[str, list[MailUser]]:
 
 def deploy_mail_fleet(lab: Lab) -> MailFleet:
     """site.yml on the session's lab: the ``mail_fleet`` fixture (tests/conftest.py),
-    defined once there so the whole session converges once."""
+    defined once there so the whole session converges once.
+
+    The converge is the built collection's, installed as a user installs it and run by
+    its full name (``mailfleet.mail.site``, tests/integration/collection.py); the re-run
+    after it is the checkout's playbooks/site.yml, which must then change nothing: the
+    two are the same roles.
+    """
     lab.require_up()
     hosts = lab.hosts()
     assert len(hosts) >= 2, "the mail stack tests need at least two lab hosts"
     inventory = lab.config.inventory_path
+    where = Path(tempfile.mkdtemp(prefix="mailfleet-collection-"))
+    collection = installed_collection(where)
+
+    def converge() -> PlaybookRun:
+        return run_playbook(inventory, "mailfleet.mail.site", env=collection.env, cwd=where)
+
     try:
-        run = run_playbook(inventory, "playbooks/site.yml")
+        run = converge()
     except AssertionError as exc:  # it outlived PLAYBOOK_TIMEOUT: keep what the hosts were doing
         report = save_diagnostics(lab, str(exc).splitlines()[0], str(exc))
         raise AssertionError(f"{exc}\n(the hosts' processes and the apt proxy's logs: {report})"
@@ -296,7 +315,8 @@ def deploy_mail_fleet(lab: Lab) -> MailFleet:
                                   run.output)
         warnings.warn(f"site.yml failed from outside the roles; converging again ({report})",
                       stacklevel=1)
-        run = run_playbook(inventory, "playbooks/site.yml")
+        run = converge()
+    shutil.rmtree(where, ignore_errors=True)
     assert run.returncode == 0, run.output[-8000:]
     ca_bundle = lab.config.state_dir / "ca" / "ca.crt"
     assert ca_bundle.is_file(), f"the lab CA is missing: {ca_bundle}"
@@ -304,7 +324,7 @@ def deploy_mail_fleet(lab: Lab) -> MailFleet:
     fleet.record("converge_seconds", run.seconds)
     # The very first re-run after a fresh converge must change nothing: later tests
     # re-run site.yml after other runs, which would hide a role that needs two
-    # passes to settle.
+    # passes to settle. It is the checkout's: the collection holds the same roles.
     again = run_playbook(inventory, "playbooks/site.yml")
     assert again.returncode == 0, again.output[-8000:]
     assert again.changed() == 0, "first re-run changed: " + "; ".join(changed_tasks(again))

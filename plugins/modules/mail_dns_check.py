@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: the DNS findings of one mail server, from mailfleet's checks.dns."""
+"""Ansible module mailfleet.mail.mail_dns_check: a mail server's DNS, from mailfleet.checks.dns."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ author: mailfleet developers
 
 EXAMPLES = r"""
 - name: Check the DNS of mx1.
-  mail_dns_check:
+  mailfleet.mail.mail_dns_check:
     domains: [example1.test]
     mx_host: mx1.lab.test
     addresses: [10.77.0.11]
