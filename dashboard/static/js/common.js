@@ -17,7 +17,9 @@ window.mailfleet = (function () {
 
   function seconds(v) {
     if (v === null || v === undefined) return "";
-    return v < 1 ? Math.round(v * 1000) + " ms" : v.toFixed(2) + " s";
+    if (v >= 1) return v.toFixed(2) + " s";
+    var ms = v * 1000;  // under 10 ms one decimal, so an axis of 0.4 ms steps is not "0, 0, 1"
+    return (ms > 0 && ms < 10 ? ms.toFixed(1) : String(Math.round(ms))) + " ms";
   }
 
   /* <time data-ts> elements show "12 s ago"; keep them current. */
