@@ -166,15 +166,17 @@ class LineLimitedSmtp:
         self.longest = 0
 
     def __call__(self, conn: socket.socket, stop: threading.Event) -> None:
+        # Each connection keeps its own socket: the previous one's handler may still be
+        # closing when the next connection arrives.
         conn.settimeout(5)
-        self.sock: socket.socket = conn
+        held = [conn]
         try:
-            self._serve(stop)
+            self._serve(held, stop)
         finally:
-            self.sock.close()
+            held[-1].close()
 
-    def _serve(self, stop: threading.Event) -> None:
-        sock = self.sock
+    def _serve(self, held: list[socket.socket], stop: threading.Event) -> None:
+        sock = held[0]
         reader = sock.makefile("rb")
         sock.sendall(b"220 mx1.lab.test ESMTP line-limited\r\n")
         tls = False
@@ -193,7 +195,8 @@ class LineLimitedSmtp:
                 sock.sendall(b"250-mx1.lab.test\r\n" + auth + b"250 STARTTLS\r\n")
             elif verb == b"STARTTLS":
                 sock.sendall(b"220 2.0.0 go ahead\r\n")
-                sock = self.sock = self.ctx.wrap_socket(sock, server_side=True)
+                sock = self.ctx.wrap_socket(sock, server_side=True)
+                held.append(sock)
                 reader.close()
                 reader = sock.makefile("rb")
                 tls = True
