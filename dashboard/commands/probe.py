@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from mailfleet.checks import PROBES, ProbeResult, Status
+from mailfleet.checks import PROBES, ProbeOptions, ProbeResult, Status
 from mailfleet.checks.base import worst
+from mailfleet.dashboard.commands import probe_text, probe_thresholds
 from mailfleet.dashboard.sweep import MESH_CHECK, is_mesh_check
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 KNOWN_CHECKS = (*PROBES, MESH_CHECK)
 
 FORMATS = ("table", "json", "nagios")
+DEFAULT_OPTIONS = ProbeOptions()
 
 
 def register(subparsers: Any) -> None:
@@ -46,6 +48,11 @@ def register(subparsers: Any) -> None:
                    help="deadline of each probe (default: the host's options, 10 s)")
     p.add_argument("--workers", type=int, default=16, metavar="N",
                    help="probes running at once (default 16)")
+    p.add_argument("--warning", metavar="NAME=N,...",
+                   help="warning thresholds for every host: tls_days (certificate days left, "
+                   "default 21), quota_percent (storage used, default 80)")
+    p.add_argument("--critical", metavar="NAME=N,...",
+                   help="critical thresholds: tls_days (default 7), quota_percent (default 95)")
     p.set_defaults(func=run)
 
 
@@ -63,9 +70,13 @@ def run(args: argparse.Namespace) -> int:
         print("mailfleet probe: --workers and --timeout must be positive", file=sys.stderr)
         return int(Status.UNKNOWN)
     try:
+        warning = probe_thresholds.parse("--warning", args.warning)
+        critical = probe_thresholds.parse("--critical", args.critical)
         hosts = load_inventory(args.inventory, None if args.group == "all" else args.group,
                                args.vault_password_file, args.timeout)
-    except InventoryError as exc:
+        hosts = [replace(h, options=probe_thresholds.apply(h.options, warning, critical))
+                 for h in hosts]
+    except (InventoryError, probe_thresholds.ThresholdError) as exc:
         print(f"mailfleet probe: {exc}", file=sys.stderr)
         return int(Status.UNKNOWN)
     selected = set(limit_hosts([h.name for h in hosts], args.limit))
@@ -76,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return int(Status.UNKNOWN)
     results = sweep(chosen, args.workers)
-    print(render(results, args.format))
+    options = {h.name: h.options for h in chosen}
+    print(render(results, args.format, options))
     return int(worst([r.status for r in results]))
 
 
@@ -106,11 +118,13 @@ def sweep(hosts: Sequence[WatchedHost], workers: int) -> list[ProbeResult]:
     return [replace(result, target=host) for host, result in sorted(sink.results, key=position)]
 
 
-def render(results: Sequence[ProbeResult], fmt: str) -> str:
+def render(results: Sequence[ProbeResult], fmt: str,
+           options: Mapping[str, ProbeOptions] | None = None) -> str:
+    """``options``: each host's, for the thresholds in perfdata (default ones when absent)."""
     if fmt == "json":
         return json.dumps([r.to_dict() for r in results], indent=2, default=str)
     if fmt == "nagios":
-        return nagios(results)
+        return nagios(results, options or {})
     return table(results)
 
 
@@ -118,14 +132,18 @@ def table(results: Sequence[ProbeResult]) -> str:
     rows = [("HOST", "CHECK", "STATUS", "TIME", "MESSAGE")]
     for r in results:
         rows.append((r.target, r.check, r.status.name, f"{r.phases.get('total', 0.0):.2f}s",
-                     r.error or "ok"))
+                     probe_text.seen(r)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(row[i].ljust(widths[i]) for i in range(4)) + "  " + row[4]
                      for row in rows)
 
 
-def nagios(results: Sequence[ProbeResult]) -> str:
-    """First line: status and the problems; then one line per result; perfdata in seconds."""
+def nagios(results: Sequence[ProbeResult], options: Mapping[str, ProbeOptions]) -> str:
+    """First line: status, the problems, perfdata; then one line per result of what was seen.
+
+    Perfdata (after ``|``) has every result's time and what tls, quota and sync measured,
+    with units and the thresholds they were judged by.
+    """
     status = worst([r.status for r in results])
     problems = [r for r in results if r.status != Status.OK]
     counts = {s: sum(1 for r in results if r.status == s) for s in Status}
@@ -133,8 +151,8 @@ def nagios(results: Sequence[ProbeResult]) -> str:
     head = f"MAILFLEET {status.name} - {summary}"
     if problems:
         head += ": " + "; ".join(f"{r.target} {r.check}: {r.error}" for r in problems[:5])
-    perf = " ".join(f"'{r.target}_{r.check}'={r.phases.get('total', 0.0):.3f}s"
-                    for r in results)
-    lines = [f"{head} | {perf}"]
-    lines += [f"{r.status.name} {r.target} {r.check}: {r.error or 'ok'}" for r in results]
+    perf = probe_text.perf_line([(r.target, r, options.get(r.target, DEFAULT_OPTIONS))
+                                 for r in results])
+    lines = [f"{head} | {perf}" if perf else head]
+    lines += [f"{r.target}: {probe_text.line(r)}" for r in results]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,8 @@ def test_probe_table_and_nagios_exit_code(fleet: Path, capsys: pytest.CaptureFix
     assert lines[0].split() == ["HOST", "CHECK", "STATUS", "TIME", "MESSAGE"]
     row = next(line for line in lines if line.startswith("expired") and " tls " in line)
     assert f"certificate for {HOST} expired 3 days ago" in row
+    good = next(line for line in lines if line.startswith("good") and " tls " in line)
+    assert good.endswith(" days left (" + good[-11:-1] + ")") and "CN=mx1.lab.test" in good
     assert any(line.startswith("closed") and "connection refused" in line for line in lines)
 
 
@@ -72,10 +75,44 @@ def test_probe_json_has_values_and_no_secrets(fleet: Path, capsys: pytest.Captur
 
 def test_probe_nagios_format(fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["probe", "-i", str(fleet), "--limit", "good,closed", "--format", "nagios"])
-    first = capsys.readouterr().out.splitlines()[0]
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
     assert code == 2
     assert first.startswith("MAILFLEET CRITICAL - 2 ok, 2 critical: closed port: 127.0.0.1:")
-    assert "'good_tls'=" in first.split(" | ")[1]
+    perf = first.split(" | ")[1]
+    assert "'good tls time'=" in perf
+    assert re.search(r"'good tls days left'=(89\.9\d*|90);21:;7:( |$)", perf), perf
+    lines = out.splitlines()[1:]
+    assert re.fullmatch(r"good: TLS OK - TLSv1\.[23], CN=mx1\.lab\.test, 89 days left "
+                        r"\(\d{4}-\d\d-\d\d\)", lines[-1]), lines
+    assert re.fullmatch(r"good: port OK - 127\.0\.0\.1:\d+ \(imaps\) open in \d+ ms",
+                        lines[-2]), lines
+
+
+def test_probe_thresholds_from_the_command_line(fleet: Path, capsys: pytest.CaptureFixture[str]
+                                                ) -> None:
+    """A 90-day certificate is fine by default; with --warning tls_days=100 it is a warning."""
+    code = main(["probe", "-i", str(fleet), "--limit", "good", "--check", "tls",
+                 "--format", "nagios", "--warning", "tls_days=100", "--critical", "tls_days=10"])
+    first, line = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert first.startswith("MAILFLEET WARNING - 1 warning: good tls: certificate chain for "
+                            f"{HOST} expires in 89 days"), first
+    assert re.search(r"'good tls days left'=(89\.9\d*|90);100:;10:$", first), first
+    assert line.startswith("good: TLS WARNING - certificate chain for"), line
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--warning", "tls_days=ten"], "--warning tls_days='ten': not a number"),
+    (["--critical", "tls_days=30"], "the warning tls_days (21) must be at least the critical "
+                                    "one (30)"),
+    (["--critical", "load=3"], "unknown threshold 'load'"),
+])
+def test_a_bad_threshold_is_unknown(fleet: Path, capsys: pytest.CaptureFixture[str],
+                                    argv: list[str], message: str) -> None:
+    assert main(["probe", "-i", str(fleet), *argv]) == 3
+    captured = capsys.readouterr()
+    assert message in captured.err and captured.out == ""
 
 
 def test_probe_unknown_check_is_status_3(fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
