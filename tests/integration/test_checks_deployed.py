@@ -7,6 +7,7 @@ real Postfix and Dovecot, the lab CA, the lab users, the lab's knot.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -138,9 +139,22 @@ def test_mailfleet_probe_over_the_lab_inventory(mail_fleet: MailFleet, probe_var
     for h in mail_fleet.hosts:
         assert mail_fleet.user(h.name, "alice").password not in json.dumps(results)
     code = main(["probe", "-i", str(mail_fleet.inventory), "-i", str(probe_vars),
-                 "--format", "nagios", "--check", "tls"])
+                 "--format", "nagios", "--check", "tls,imap_login,smtp"])
+    out = capsys.readouterr().out
     assert code == 0
-    assert capsys.readouterr().out.startswith(f"MAILFLEET OK - {len(mail_fleet.hosts)} ok | ")
+    assert out.startswith(f"MAILFLEET OK - {3 * len(mail_fleet.hosts)} ok | "), out
+    # Each line says what the check saw on the deployed servers.
+    for h in mail_fleet.hosts:
+        user = mail_fleet.user(h.name, "alice").address
+        seen = [line for line in out.splitlines()[1:] if line.startswith(f"{h.name}: ")]
+        assert len(seen) == 3, out
+        assert re.fullmatch(rf"{h.name}: TLS OK - TLSv1\.3, CN={re.escape(h.fqdn)}, \d+ days? "
+                            r"left \(\d{4}-\d\d-\d\d\)", seen[0]), seen
+        assert re.fullmatch(rf"{h.name}: IMAP login OK - PLAIN as {re.escape(user)} in \d+ ms",
+                            seen[1]), seen
+        assert re.fullmatch(rf"{h.name}: SMTP OK - smtp 25: {re.escape(h.fqdn)}, STARTTLS to "
+                            r"TLSv1\.3, in \d+ ms", seen[2]), seen
+    assert re.search(rf"'{mail_fleet.hosts[0].name} tls days left'=[0-9.]+;21:;7:", out), out
 
 
 def test_dns_preflight_passes_on_the_lab_and_stops_a_misnamed_host(mail_fleet: MailFleet
