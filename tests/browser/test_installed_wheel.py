@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import PageLog, screenshot
+from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "dashboard" / "static"
@@ -127,12 +128,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         _wait_until("the installed mailfleet serve answering /healthz", up, 60)
         yield Served(base, venv, sdist)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
         log.close()
         stop.set()
         sock.close()

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.processes import stop_process
+
 SOA = ("@ 300 IN SOA ns.dnstest.test. hostmaster.dnstest.test. 1 60 60 600 60\n"
        "@ 300 IN NS ns.dnstest.test.\n")
 
@@ -92,10 +94,5 @@ class Knot:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # our own child, by PID
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        if self.proc is not None:
+            stop_process(self.proc, 5)  # our own child, by PID

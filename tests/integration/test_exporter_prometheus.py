@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +29,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import MailFleet
+from tests.processes import stop_process
 
 pytestmark = pytest.mark.lab
 
@@ -61,17 +60,6 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, step: float =
             pass
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process this test started, by its PID."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
 
 
 def vault_encrypt(password_file: Path, name: str, value: str) -> str:

@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.integration.conftest import MailFleet
 from tests.integration.test_mail_stack import _starttls_socket
+from tests.processes import stop_process
 
 pytestmark = pytest.mark.lab
 
@@ -146,12 +147,7 @@ def pebble(mail_fleet: MailFleet, tmp_path_factory: pytest.TempPathFactory) -> I
             work,
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, 10)
         log.close()
 
 

@@ -36,6 +36,7 @@ from mailfleet.dashboard.store import ResultStore
 from mailfleet.dashboard.targets import InventoryError, WatchedHost, watched_hosts
 from tests.checks import servers
 from tests.checks.certs import make_ca, make_leaf, write_bundle, write_chain
+from tests.processes import stop_process
 from tests.reliability.conftest import GOOD_ADDRESSES, ROOT, mail_host
 
 MAILFLEET = str(Path(sys.executable).parent / "mailfleet")
@@ -208,13 +209,7 @@ def running_serve(argv: list[str], tmp_path: Path) -> Iterator[tuple[subprocess.
             time.sleep(0.2)
         yield proc, base
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
         log.close()
 
 
