@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from mailfleet.lab.config import LabConfig
+from mailfleet.lab.config import DEFAULT_RELEASES, RELEASES, LabConfig, parse_releases
 from mailfleet.lab.fleet import Lab, LabStatus, describe_error
 from mailfleet.lab.podman import podman_env
 
@@ -19,10 +19,11 @@ def _progress(line: str) -> None:
 
 def format_status(lab: Lab, status: LabStatus) -> str:
     cfg = lab.config
-    rows = [("HOST", "FQDN", "ADDRESS", "CONTAINER", "STATE", "SSH")]
+    rows = [("HOST", "FQDN", "ADDRESS", "RELEASE", "CONTAINER", "STATE", "SSH")]
     for hs in status.hosts:
         h = hs.host
-        rows.append((h.name, h.fqdn, h.address, h.container, hs.state, "open" if hs.ssh else "-"))
+        rows.append((h.name, h.fqdn, h.address, h.debian.label, h.container, hs.state,
+                     "open" if hs.ssh else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
@@ -42,7 +43,8 @@ def format_status(lab: Lab, status: LabStatus) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab(LabConfig.from_env())
     started = time.monotonic()
-    lab.up(args.hosts, progress=_progress)
+    releases = parse_releases(args.release) if args.release else None
+    lab.up(args.hosts, progress=_progress, releases=releases)
     print(format_status(lab, lab.status()))
     print(f"lab up took {time.monotonic() - started:.1f}s; next: "
           f"ansible -i {lab.config.inventory_path} all -m ping")
@@ -86,7 +88,7 @@ def _guarded(func: Any) -> Any:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lab = subparsers.add_parser(
         "lab",
-        help="the lab fleet: Debian 12 hosts as podman containers",
+        help="the lab fleet: Debian 12 and 13 hosts as podman containers",
         description="The lab fleet. MAILFLEET_LAB names the lab (default 'mailfleet'), "
         "MAILFLEET_LAB_SUBNET its /24 inside 10.77.0.0/16 (default 10.77.0.0/24).",
     )
@@ -94,6 +96,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub.required = True
     up = sub.add_parser("up", help="build what is missing and start the hosts")
     up.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
+    up.add_argument(
+        "--release", metavar="N,...",
+        help=f"the Debian release of each host, in order ({' or '.join(RELEASES)}; hosts past "
+        f"the list get its last one; default {','.join(DEFAULT_RELEASES)}; hosts that exist "
+        "keep theirs), e.g. --release 12,13,13",
+    )
     up.set_defaults(func=_guarded(cmd_up))
     sub.add_parser("down", help="remove everything the lab made").set_defaults(
         func=_guarded(cmd_down)

@@ -15,7 +15,26 @@ from pathlib import Path
 
 DEFAULT_NAME = "mailfleet"
 DEFAULT_SUBNET = "10.77.0.0/24"
-IMAGE = "localhost/mailfleet-lab:bookworm-1"
+
+@dataclass(frozen=True)
+class Release:
+    """A Debian release lab hosts can run: its base image is built once and cached."""
+
+    version: str  # "12"
+    codename: str  # "bookworm"
+
+    @property
+    def image(self) -> str:
+        return f"localhost/mailfleet-lab:{self.codename}-1"
+
+    @property
+    def label(self) -> str:
+        return f"Debian {self.version}"
+
+
+RELEASES = {r.version: r for r in (Release("12", "bookworm"), Release("13", "trixie"))}
+# What a host gets when nothing is asked for.
+DEFAULT_RELEASES = ("12",)
 DOMAIN = "lab.test"
 FIRST_HOST_OFFSET = 10  # mx1 is .11, mx2 .12, ...
 MAX_HOSTS = 200
@@ -137,3 +156,16 @@ class LabConfig:
     def cache_dir(self) -> Path:
         """Survives ``lab down``: the apt proxy's cache makes the next lab faster."""
         return Path(os.environ.get("MAILFLEET_CACHE", "/var/cache/mailfleet")) / self.name
+
+
+def parse_releases(text: str) -> tuple[str, ...]:
+    """``"12,13,13"`` -> ("12", "13", "13"): one release per host, in host order."""
+    releases = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [r for r in releases if r not in RELEASES]
+    if unknown or not releases:
+        raise LabConfigError(
+            f"lab release {', '.join(unknown) or repr(text)} is not one the lab builds: "
+            f"use {' or '.join(RELEASES)} (Debian's version number), one per host, "
+            "e.g. --release 12,13,13"
+        )
+    return releases

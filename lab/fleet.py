@@ -14,10 +14,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mailfleet.lab import daemons, dns, network
-from mailfleet.lab.config import DOMAIN, IMAGE, LabConfig, LabConfigError
+from mailfleet.lab.config import DEFAULT_RELEASES, DOMAIN, RELEASES, LabConfig, LabConfigError
 from mailfleet.lab.hosts import LabHost, allocate
 from mailfleet.lab.image import ensure_image
 from mailfleet.lab.inventory import remove_inventory, write_inventory
@@ -92,16 +92,19 @@ class Lab:
             host = labels.get("mailfleet.host")
             if host:
                 names = entry.get("Names") or [""]
-                found[host] = {"state": str(entry.get("State", "")).lower(), "name": names[0]}
+                found[host] = {"state": str(entry.get("State", "")).lower(), "name": names[0],
+                               # hosts made before releases were labelled are Debian 12
+                               "release": labels.get("mailfleet.release", "12")}
         return found
 
     def hosts(self) -> list[LabHost]:
-        """The hosts of this lab that exist now, in order."""
+        """The hosts of this lab that exist now, in order, each with the release it runs."""
         existing = self.containers()
         count = 0
         while f"mx{count + 1}" in existing:
             count += 1
-        return allocate(self.config, count)
+        releases = [existing[f"mx{i}"]["release"] for i in range(1, count + 1)]
+        return allocate(self.config, count, releases or DEFAULT_RELEASES)
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts():
@@ -133,9 +136,14 @@ class Lab:
             )
 
     # -- up ----------------------------------------------------------------------
-    def up(self, hosts: int = 3, progress: Progress = _quiet) -> list[LabHost]:
+    def up(self, hosts: int = 3, progress: Progress = _quiet,
+           releases: Sequence[str] | None = None) -> list[LabHost]:
+        """Hosts mx1..mx<hosts>; host i runs ``releases[i-1]`` (the last one past the list).
+
+        Without ``releases`` hosts that exist keep theirs and new ones get the default.
+        """
         cfg = self.config
-        wanted = allocate(cfg, hosts)
+        wanted = allocate(cfg, hosts, releases or DEFAULT_RELEASES)
         existing = self.containers()
         foreign = self._foreign_containers(wanted)
         if foreign:
@@ -145,8 +153,19 @@ class Lab:
             )
         if existing and len(existing) > hosts:
             progress(f"lab {cfg.name!r} already has {len(existing)} hosts; keeping them")
-            wanted = allocate(cfg, len(existing))
-        ensure_image(cfg, progress)
+            wanted = allocate(cfg, len(existing), releases or DEFAULT_RELEASES)
+        # A host keeps the release it was made with; asking for another is an error,
+        # not a silent reinstall.
+        differ = [f"{h.name} runs Debian {existing[h.name]['release']}, not {h.release}"
+                  for h in wanted[:hosts]
+                  if h.name in existing and existing[h.name]["release"] != h.release]
+        if differ and releases is not None:
+            raise LabError(f"lab {cfg.name!r}: {'; '.join(differ)}; run `mailfleet lab down` "
+                           "first to make the hosts anew")
+        wanted = [replace(h, release=existing[h.name]["release"]) if h.name in existing else h
+                  for h in wanted]
+        for version in sorted({h.release for h in wanted}):
+            ensure_image(cfg, RELEASES[version], progress)
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         if network.create(cfg):
             progress(f"created internal network {cfg.network} ({cfg.subnet})")
@@ -207,8 +226,12 @@ class Lab:
                 "run", "-d", "--name", h.container, "--hostname", h.fqdn,
                 "--network", cfg.network, "--ip", h.address,
                 "--dns", cfg.gateway, "--dns-search", DOMAIN,
+                # The host's /etc/hosts is its own (written at provisioning), never a
+                # copy of the controller's: a name added there would override the lab DNS.
+                "--no-hosts",
                 "--label", cfg.label, "--label", f"mailfleet.host={h.name}",
-                IMAGE, "/sbin/init",
+                "--label", f"mailfleet.release={h.release}",
+                h.debian.image, "/sbin/init",
             ],
         )
 
@@ -264,11 +287,16 @@ class Lab:
         return ["/usr/sbin/apt-cacher-ng", "-c", str(conf_dir), "ForeGround=1"]
 
     def _provision(self, h: LabHost) -> None:
-        """Per-host set-up: apt proxy, fresh SSH host keys, the controller's key, sshd."""
+        """Per-host set-up: /etc/hosts, apt proxy, fresh SSH host keys, our key, sshd."""
         cfg = self.config
         proxy = f"http://{cfg.gateway}:{cfg.apt_proxy_port}"
         script = (
             "set -e\n"
+            # as the Debian installer writes it for a host with a static address
+            "printf '%s\\n' '127.0.0.1\tlocalhost'"
+            f" '{h.address}\t{h.fqdn}\t{h.name}' ''"
+            " '::1\tlocalhost ip6-localhost ip6-loopback'"
+            " 'ff02::1\tip6-allnodes' 'ff02::2\tip6-allrouters' > /etc/hosts\n"
             "printf '%s\\n'"
             f" 'Acquire::http::Proxy \"{proxy}\";'"
             # a mirror that stalls behind the proxy: give up on the fetch and retry it

@@ -1,7 +1,7 @@
-"""The lab's base image: Debian 12 from debootstrap, imported into podman once.
+"""The lab's base images: one per Debian release, from debootstrap, imported into podman once.
 
 Built from Debian's own packages only (no registry), cached in podman's store
-under ``config.IMAGE``; a missing image is rebuilt, never assumed.
+under ``Release.image``; a missing image is rebuilt, never assumed.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from mailfleet.lab.config import IMAGE, LabConfig
+from mailfleet.lab.config import RELEASES, LabConfig, Release
 from mailfleet.lab.podman import PodmanError, podman, podman_env
 
-SUITE = "bookworm"
 PACKAGES = (
     "python3",
     "openssh-server",
@@ -56,11 +55,11 @@ def host_mirror(sources_dir: Path = Path("/etc/apt")) -> str:
     return FALLBACK_MIRROR
 
 
-def image_exists(config: LabConfig) -> bool:
-    return podman(config, ["image", "exists", IMAGE], check=False).returncode == 0
+def image_exists(config: LabConfig, release: Release) -> bool:
+    return podman(config, ["image", "exists", release.image], check=False).returncode == 0
 
 
-def _customize(rootfs: Path, mirror: str) -> None:
+def _customize(rootfs: Path, mirror: str, suite: str) -> None:
     """Make the debootstrapped tree behave like a fresh host under podman."""
     # gettys on ttys that do not exist respawn forever under sysvinit.
     inittab = rootfs / "etc/inittab"
@@ -78,9 +77,9 @@ def _customize(rootfs: Path, mirror: str) -> None:
     )
     security = mirror.rsplit("/debian", 1)[0] + "/debian-security"
     (rootfs / "etc/apt/sources.list").write_text(
-        f"deb {mirror} {SUITE} main\n"
-        f"deb {mirror} {SUITE}-updates main\n"
-        f"deb {security} {SUITE}-security main\n"
+        f"deb {mirror} {suite} main\n"
+        f"deb {mirror} {suite}-updates main\n"
+        f"deb {security} {suite}-security main\n"
     )
     for leftover in ("etc/hostname", "etc/machine-id"):
         (rootfs / leftover).unlink(missing_ok=True)
@@ -89,8 +88,9 @@ def _customize(rootfs: Path, mirror: str) -> None:
         deb.unlink()
 
 
-def build_image(config: LabConfig, progress: Progress = _stderr_progress) -> float:
-    """Build and import the base image; returns the wall time in seconds."""
+def build_image(config: LabConfig, release: Release,
+                progress: Progress = _stderr_progress) -> float:
+    """Build and import the release's base image; returns the wall time in seconds."""
     for tool in ("debootstrap", "tar"):
         if shutil.which(tool) is None:
             raise PodmanError(f"{tool} is not installed: run `make setup`")
@@ -98,41 +98,45 @@ def build_image(config: LabConfig, progress: Progress = _stderr_progress) -> flo
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mailfleet-rootfs-", dir="/var/tmp") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        progress(f"building lab image {IMAGE} from {mirror} (debootstrap, about a minute)")
+        progress(f"building lab image {release.image} ({release.label}) from {mirror} "
+                 "(debootstrap, about a minute)")
         cmd = [
             "debootstrap",
             "--variant=minbase",
             f"--include={','.join(PACKAGES)}",
-            SUITE,
+            release.codename,
             str(rootfs),
             mirror,
         ]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
         tail: list[str] = []
         counts = {"Retrieving": 0, "Unpacking": 0, "Configuring": 0}
         last = 0.0
-        for line in proc.stdout:
-            tail = [*tail[-20:], line.rstrip()]
-            for word in counts:
-                if line.startswith(f"I: {word}"):
-                    counts[word] += 1
-            now = time.monotonic()
-            if now - last > 5:
-                last = now
-                progress(
-                    f"  debootstrap {now - started:5.0f}s: retrieved {counts['Retrieving']}, "
-                    f"unpacked {counts['Unpacking']}, configured {counts['Configuring']} packages"
-                )
-        if proc.wait() != 0:
+        # The context closes debootstrap's pipe and reaps it, whatever happens here.
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                tail = [*tail[-20:], line.rstrip()]
+                for word in counts:
+                    if line.startswith(f"I: {word}"):
+                        counts[word] += 1
+                now = time.monotonic()
+                if now - last > 5:
+                    last = now
+                    progress(
+                        f"  debootstrap {now - started:5.0f}s: retrieved {counts['Retrieving']}, "
+                        f"unpacked {counts['Unpacking']}, configured {counts['Configuring']} "
+                        "packages"
+                    )
+        if proc.returncode != 0:
             raise PodmanError("debootstrap failed:\n" + "\n".join(tail))
-        _customize(rootfs, mirror)
+        _customize(rootfs, mirror, release.codename)
         progress(f"  importing into podman ({time.monotonic() - started:.0f}s so far)")
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         assert tar.stdout is not None
         try:
             imp = subprocess.run(
-                ["podman", "import", "--change", "CMD=/sbin/init", "-", IMAGE],
+                ["podman", "import", "--change", "CMD=/sbin/init", "-", release.image],
                 stdin=tar.stdout,
                 env=podman_env(config.containers_conf),
                 capture_output=True,
@@ -146,21 +150,24 @@ def build_image(config: LabConfig, progress: Progress = _stderr_progress) -> flo
         if imp.returncode != 0 or tar.returncode != 0:
             raise PodmanError(f"podman import failed: {imp.stderr.decode(errors='replace')}")
     elapsed = time.monotonic() - started
-    progress(f"lab image {IMAGE} built in {elapsed:.0f}s")
+    progress(f"lab image {release.image} built in {elapsed:.0f}s")
     return elapsed
 
 
-def ensure_image(config: LabConfig, progress: Progress = _stderr_progress) -> bool:
-    """Build the image unless podman already has it. True when it was built now."""
-    if image_exists(config):
+def ensure_image(config: LabConfig, release: Release,
+                 progress: Progress = _stderr_progress) -> bool:
+    """Build the release's image unless podman already has it. True when it was built now."""
+    if image_exists(config, release):
         return False
-    build_image(config, progress)
+    build_image(config, release, progress)
     return True
 
 
 if __name__ == "__main__":
+    # python -m mailfleet.lab.image [12 13 ...]: build the missing base images (CI caches them).
     from mailfleet.lab.config import LabConfig as _LabConfig
 
     _config = _LabConfig.from_env()
-    if not ensure_image(_config):
-        print(f"lab image {IMAGE} is present", file=sys.stderr)
+    for _version in sys.argv[1:] or list(RELEASES):
+        if not ensure_image(_config, RELEASES[_version]):
+            print(f"lab image {RELEASES[_version].image} is present", file=sys.stderr)

@@ -38,6 +38,8 @@ def inventory_data(config: LabConfig, hosts: list[LabHost]) -> dict[str, Any]:
                             # literal, not a template: the watcher reads the
                             # inventory with ansible-inventory, which renders none
                             "mailfleet_probe_user": f"probe@{h.mail_domain}",
+                            # what `lab up --release` made it (the roles read the host)
+                            "mailfleet_lab_release": h.release,
                         }
                         for h in hosts
                     }

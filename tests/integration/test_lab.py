@@ -1,5 +1,5 @@
-"""A lab of two hosts: up, reached over SSH and Ansible, resolved by the lab DNS,
-cut off from the outside, and down again without a trace.
+"""A lab of two hosts, Debian 12 and Debian 13: up, reached over SSH and Ansible, resolved
+by the lab DNS, cut off from the outside, and down again without a trace.
 
 Uses its own lab name and subnet so the session's lab is not disturbed.
 """
@@ -17,7 +17,7 @@ import dns.reversename
 import pytest
 
 from mailfleet.lab.config import LabConfig
-from mailfleet.lab.fleet import Lab
+from mailfleet.lab.fleet import Lab, LabError
 from mailfleet.lab.podman import podman, text
 from tests.conftest import lab_unavailable
 
@@ -36,7 +36,7 @@ def two_host_lab() -> Iterator[Lab]:
         pytest.skip(reason)
     fleet = Lab(LabConfig.create("updown", "10.77.250.0/24"))
     fleet.down()
-    fleet.up(2)
+    fleet.up(2, releases=("12", "13"))
     yield fleet
     fleet.down()
 
@@ -53,7 +53,8 @@ def test_hosts_answer_ssh_and_ansible(two_host_lab: Lab) -> None:
     inv = two_host_lab.config.inventory_dir
     proc = subprocess.run(
         ["ansible", "-i", str(inv), "mailservers", "-m", "ansible.builtin.setup",
-         "-a", "filter=ansible_fqdn,ansible_default_ipv4,ansible_service_mgr", "-o"],
+         "-a", "filter=ansible_fqdn,ansible_default_ipv4,ansible_service_mgr,"
+         "ansible_distribution*", "-o"],
         capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -64,6 +65,38 @@ def test_hosts_answer_ssh_and_ansible(two_host_lab: Lab) -> None:
     assert facts["mx1"]["ansible_fqdn"] == "mx1.lab.test"
     # A real init as PID 1, so service management works as on a real host.
     assert facts["mx1"]["ansible_service_mgr"] == "sysvinit"
+    assert facts["mx2"]["ansible_service_mgr"] == "sysvinit"
+    assert {h: (f["ansible_distribution"], f["ansible_distribution_major_version"],
+                f["ansible_distribution_release"]) for h, f in facts.items()} == {
+        "mx1": ("Debian", "12", "bookworm"), "mx2": ("Debian", "13", "trixie")}
+
+
+def test_each_host_runs_its_release_and_status_says_which(two_host_lab: Lab) -> None:
+    assert [(h.name, h.release) for h in two_host_lab.hosts()] == [("mx1", "12"), ("mx2", "13")]
+    for host, version in (("mx1", "12"), ("mx2", "13")):
+        os_release = two_host_lab.exec(host, ["cat", "/etc/os-release"]).stdout.decode()
+        assert f'VERSION_ID="{version}"' in os_release
+    env = {**os.environ, "MAILFLEET_LAB": "updown", "MAILFLEET_LAB_SUBNET": "10.77.250.0/24"}
+    status = subprocess.run([str(ROOT / ".venv" / "bin" / "mailfleet"), "lab", "status"],
+                            capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert status.returncode == 0, status.stderr
+    rows = {line.split()[0]: line.split() for line in status.stdout.splitlines()[2:4]}
+    assert rows["mx1"][3:5] == ["Debian", "12"] and rows["mx2"][3:5] == ["Debian", "13"], \
+        status.stdout
+    # Asking an existing host for another release is refused, not a silent reinstall.
+    with pytest.raises(LabError, match="mx2 runs Debian 13, not 12; run `mailfleet lab down`"):
+        two_host_lab.up(2, releases=("12",))
+
+
+def test_hosts_have_their_own_etc_hosts_not_the_controllers(two_host_lab: Lab) -> None:
+    """podman copies the controller's /etc/hosts by default; a name there beat the lab DNS."""
+    for h in two_host_lab.hosts():
+        content = two_host_lab.exec(h, ["cat", "/etc/hosts"]).stdout.decode()
+        names = {name for line in content.splitlines() if line and not line.startswith("#")
+                 for name in line.split()[1:]}
+        assert names == {"localhost", h.fqdn, h.name, "ip6-localhost", "ip6-loopback",
+                         "ip6-allnodes", "ip6-allrouters"}, content
+        assert f"{h.address}\t{h.fqdn}\t{h.name}" in content
 
 
 def test_plain_ssh_uses_pinned_host_keys(two_host_lab: Lab) -> None:

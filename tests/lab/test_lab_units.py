@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mailfleet.lab import dns, network
-from mailfleet.lab.config import LabConfig, LabConfigError
+from mailfleet.lab.config import LabConfig, LabConfigError, parse_releases
 from mailfleet.lab.hosts import allocate, reverse_zone
 from mailfleet.lab.inventory import inventory_data, write_inventory
 
@@ -41,6 +41,29 @@ def test_allocation_is_stable_and_bounded(config: LabConfig) -> None:
         allocate(config, 201)
     with pytest.raises(LabConfigError, match="0 or more"):
         allocate(config, -1)
+
+
+def test_each_host_gets_its_release_and_the_last_one_repeats(config: LabConfig) -> None:
+    hosts = allocate(config, 4, parse_releases("12, 13"))
+    assert [h.release for h in hosts] == ["12", "13", "13", "13"]
+    assert [h.debian.image for h in hosts[:2]] == ["localhost/mailfleet-lab:bookworm-1",
+                                                    "localhost/mailfleet-lab:trixie-1"]
+    assert hosts[1].debian.label == "Debian 13"
+    assert [h.release for h in allocate(config, 2)] == ["12", "12"]
+    assert allocate(config, 2, ["13"])[0].name == "mx1"  # names do not depend on releases
+    assert [h.release for h in allocate(config, 2, ["12", "13", "12"])] == ["12", "13"]
+
+
+@pytest.mark.parametrize("text", ["11", "12,14", "bookworm", "", " , "])
+def test_a_release_the_lab_does_not_build_is_refused(text: str) -> None:
+    with pytest.raises(LabConfigError, match=r"not one the lab builds: use 12 or 13 .*"
+                                             r"e\.g\. --release 12,13,13"):
+        parse_releases(text)
+
+
+def test_allocate_refuses_an_unknown_release(config: LabConfig) -> None:
+    with pytest.raises(LabConfigError, match="lab release 11 is not one the lab builds"):
+        allocate(config, 2, ["12", "11"])
 
 
 @pytest.mark.parametrize(
@@ -80,10 +103,10 @@ def test_inventory_names_every_host_with_its_address_and_hostname(config: LabCon
     assert members == {
         "mx1": {"ansible_host": "10.77.42.11", "mail_hostname": "mx1.lab.test",
                 "mail_domains": ["example1.test"],
-                "mailfleet_probe_user": "probe@example1.test"},
+                "mailfleet_probe_user": "probe@example1.test", "mailfleet_lab_release": "12"},
         "mx2": {"ansible_host": "10.77.42.12", "mail_hostname": "mx2.lab.test",
                 "mail_domains": ["example2.test"],
-                "mailfleet_probe_user": "probe@example2.test"},
+                "mailfleet_probe_user": "probe@example2.test", "mailfleet_lab_release": "12"},
     }
     lab_vars = data["all"]["vars"]
     assert lab_vars["ansible_user"] == "root"
