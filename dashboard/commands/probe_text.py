@@ -10,6 +10,7 @@ probe judged by (``ProbeOptions``), so a graphing add-on draws them.
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -181,12 +182,19 @@ class Perf:
 
     def __str__(self) -> str:
         label = self.label.replace("'", "_").replace("=", "_")
-        fields = [f"{_g(self.value)}{self.unit}", self.warn, self.crit, self.low, self.high]
+        value = _g(self.value)
+        measured = value + (self.unit if value != "U" else "")
+        fields = [measured, self.warn, self.crit, self.low, self.high]
         return f"'{label}'=" + ";".join(fields).rstrip(";")
 
 
 def _g(x: float) -> str:
-    """A plain decimal: perfdata parsers read no exponent (``:g`` writes 1.31072e+07)."""
+    """A plain decimal: perfdata parsers read no exponent (``:g`` writes 1.31072e+07).
+
+    Not a finite number: "U", the guidelines' value for "could not be determined".
+    """
+    if not math.isfinite(x):
+        return "U"
     return f"{x:.6f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
 
 

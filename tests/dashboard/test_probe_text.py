@@ -131,6 +131,8 @@ def test_every_perfdata_item_has_the_guidelines_form() -> None:
 def test_a_label_cannot_break_perfdata() -> None:
     perf = probe_text.Perf("it's=odd", 1.0, "s")
     assert str(perf) == "'it_s_odd'=1s"
+    assert str(probe_text.Perf("x", float("nan"), "s")) == "'x'=U"
+    assert str(probe_text.Perf("x", 0.000125, "s")) == "'x'=0.000125s"
 
 
 @pytest.mark.parametrize(("option", "text", "message"), [
