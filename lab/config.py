@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,14 +159,20 @@ class LabConfig:
         return Path(os.environ.get("MAILFLEET_CACHE", "/var/cache/mailfleet")) / self.name
 
 
-def parse_releases(text: str) -> tuple[str, ...]:
-    """``"12,13,13"`` -> ("12", "13", "13"): one release per host, in host order."""
-    releases = tuple(part.strip() for part in text.split(",") if part.strip())
+def check_releases(releases: Sequence[str], given: str | None = None) -> None:
+    """Raise unless every entry is a release the lab builds and there is at least one."""
     unknown = [r for r in releases if r not in RELEASES]
     if unknown or not releases:
+        what = ", ".join(unknown) or repr(given if given is not None else "")
         raise LabConfigError(
-            f"lab release {', '.join(unknown) or repr(text)} is not one the lab builds: "
+            f"lab release {what} is not one the lab builds: "
             f"use {' or '.join(RELEASES)} (Debian's version number), one per host, "
             "e.g. --release 12,13,13"
         )
+
+
+def parse_releases(text: str) -> tuple[str, ...]:
+    """``"12,13,13"`` -> ("12", "13", "13"): one release per host, in host order."""
+    releases = tuple(part.strip() for part in text.split(",") if part.strip())
+    check_releases(releases, text)
     return releases

@@ -15,6 +15,7 @@ from mailfleet.lab.config import (
     LabConfig,
     LabConfigError,
     Release,
+    check_releases,
 )
 
 
@@ -54,10 +55,7 @@ def allocate(config: LabConfig, count: int,
     limit = min(MAX_HOSTS, usable)
     if count > limit:
         raise LabConfigError(f"a lab on {config.subnet} holds at most {limit} hosts, not {count}")
-    unknown = sorted(set(releases) - set(RELEASES))
-    if unknown or not releases:
-        raise LabConfigError(f"lab release {', '.join(unknown) or '(none)'} is not one the lab "
-                             f"builds: use {' or '.join(RELEASES)}")
+    check_releases(releases)
     base = config.subnet.network_address + FIRST_HOST_OFFSET
     return [
         LabHost(
