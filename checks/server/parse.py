@@ -140,15 +140,21 @@ class Sessions:
         }
 
 
+# The protocol's column: "proto" in Dovecot 2.3, "service" in 2.4.
+_WHO_PROTOCOL_COLUMNS = ("proto", "service")
+
+
 def parse_doveadm_who(output: str) -> Sessions:
-    """``doveadm -f tab who -1``: a header, then one connection per line."""
+    """``doveadm -f tab who -1``: a header, then one connection per line (2.3:
+    username proto pid ip; 2.4: username service pid ip dest_ip)."""
     lines = [ln for ln in output.splitlines() if ln.strip()]
     if not lines:
         return Sessions(0, {}, 0)
     header = lines[0].split("\t")
-    if "username" not in header or "proto" not in header:
+    protocol = next((c for c in _WHO_PROTOCOL_COLUMNS if c in header), None)
+    if "username" not in header or protocol is None:
         raise OutputError(f"doveadm who printed no tab header: {lines[0][:120]!r}")
-    user_col, proto_col = header.index("username"), header.index("proto")
+    user_col, proto_col = header.index("username"), header.index(protocol)
     protocols: Counter[str] = Counter()
     users: set[str] = set()
     for line in lines[1:]:

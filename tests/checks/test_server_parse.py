@@ -103,6 +103,11 @@ def test_doveadm_who_counts_sessions_protocols_and_users_never_names() -> None:
     assert "alice" not in json.dumps(sessions.to_values())
 
 
+def test_doveadm_who_of_dovecot_2_4_names_the_protocol_service() -> None:
+    sessions = parse.parse_doveadm_who(recorded("doveadm-who-tab-2.4.txt"))
+    assert (sessions.total, sessions.by_protocol, sessions.users) == (3, {"imap": 3}, 2)
+
+
 def test_doveadm_who_with_nobody_logged_in() -> None:
     sessions = parse.parse_doveadm_who(recorded("doveadm-who-tab-empty.txt"))
     assert (sessions.total, sessions.by_protocol, sessions.users) == (0, {}, 0)

@@ -124,8 +124,9 @@ def server_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerLab]:
         fleet.down()
 
 
-def test_a_healthy_host_as_the_least_privilege_user(server_lab: ServerLab) -> None:
-    result = server_lab.probe("mx1")
+@pytest.mark.parametrize("host", ["mx1", "mx2"])  # Debian 12 and Debian 13
+def test_a_healthy_host_as_the_least_privilege_user(server_lab: ServerLab, host: str) -> None:
+    result = server_lab.probe(host)
     assert result.values["ssh_user"] == "mailfleet"
     assert result.values["command_errors"] == {}, result.error
     assert result.values["services"] == {"postfix": True, "dovecot": True}

@@ -1,6 +1,6 @@
 #!/bin/sh
-# A minimal Postfix + Dovecot on a lab host, for the server probe's tests until the
-# roles' `mail_fleet` fixture exists. Idempotent. Args: FQDN RELAYHOST
+# A minimal Postfix + Dovecot on a lab host (Debian 12: Dovecot 2.3, Debian 13: 2.4),
+# for the server probe's tests, independent of the roles. Idempotent. Args: FQDN RELAYHOST
 # See shared/LAB.md for the traps this avoids (maillog_file, log_path, a real cert, no PAM).
 set -eu
 fqdn="$1"
@@ -22,7 +22,8 @@ if [ ! -s /etc/ssl/mailfleet/fullchain.pem ]; then
         -keyout /etc/ssl/mailfleet/privkey.pem -out /etc/ssl/mailfleet/fullchain.pem 2>/dev/null
     chmod 600 /etc/ssl/mailfleet/privkey.pem
 fi
-cat > /etc/dovecot/dovecot.conf <<CONF
+case "$(dovecot --version)" in
+2.3.*) cat > /etc/dovecot/dovecot.conf <<CONF
 protocols = imap
 listen = *
 log_path = /var/log/dovecot.log
@@ -41,6 +42,34 @@ userdb {
 }
 mail_location = maildir:~/Maildir
 CONF
+;;
+*) cat > /etc/dovecot/dovecot.conf <<CONF
+dovecot_config_version = 2.4.0
+dovecot_storage_version = 2.4.0
+protocols = imap
+listen = *
+log_path = /var/log/dovecot.log
+ssl = required
+ssl_server_cert_file = /etc/ssl/mailfleet/fullchain.pem
+ssl_server_key_file = /etc/ssl/mailfleet/privkey.pem
+auth_mechanisms = plain
+auth_allow_cleartext = no
+passdb passwd-file {
+  passwd_file_path = /etc/dovecot/users
+  default_password_scheme = PLAIN
+}
+userdb static {
+  fields {
+    uid = vmail
+    gid = vmail
+    home = /var/vmail/%{user | domain}/%{user | username}
+  }
+}
+mail_driver = maildir
+mail_path = %{home}/Maildir
+CONF
+;;
+esac
 printf 'probe@%s:{PLAIN}secret\n' "$fqdn" > /etc/dovecot/users
 chown root:dovecot /etc/dovecot/users
 chmod 640 /etc/dovecot/users
