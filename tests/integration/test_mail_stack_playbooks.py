@@ -115,6 +115,62 @@ def test_invalid_variables_fail_before_any_host_is_touched(
     assert "Deploy the mail stack (certificate" not in run.output.split("PLAY RECAP")[0]
 
 
+# -- a host on a release the roles do not support ------------------------------------------
+
+# What /etc/os-release and /etc/debian_version say on the releases a user may point
+# the playbooks at by mistake.
+UNSUPPORTED_RELEASES = {
+    "debian-11": ('PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nNAME="Debian GNU/Linux"\n'
+                  'VERSION_ID="11"\nVERSION="11 (bullseye)"\nVERSION_CODENAME=bullseye\n'
+                  'ID=debian\n',
+                  "11.11\n", "Debian 11"),
+    "debian-14": ('PRETTY_NAME="Debian GNU/Linux 14 (forky)"\nNAME="Debian GNU/Linux"\n'
+                  'VERSION_ID="14"\nVERSION="14 (forky)"\nVERSION_CODENAME=forky\nID=debian\n',
+                  "14.0\n", "Debian 14"),
+    "ubuntu-24.04": ('PRETTY_NAME="Ubuntu 24.04.3 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\n'
+                     'VERSION="24.04.3 LTS (Noble Numbat)"\nVERSION_CODENAME=noble\nID=ubuntu\n'
+                     'ID_LIKE=debian\nUBUNTU_CODENAME=noble\n', "trixie/sid\n", "Ubuntu 24.04"),
+}
+
+
+@contextlib.contextmanager
+def _release_faked(fleet: MailFleet, host: str, os_release: str, debian_version: str
+                   ) -> Iterator[None]:
+    """The host says it runs another release (its os-release files replaced) until the end."""
+    keep = "/root/.mailfleet-release-kept"
+    fleet.lab.exec(host, ["sh", "-c", f"mkdir -p {keep} && cp -a /etc/os-release "
+                                      f"/etc/debian_version {keep}/"])
+    try:
+        fleet.lab.exec(host, ["sh", "-c", "rm -f /etc/os-release && cat > /etc/os-release"],
+                       input=os_release.encode())
+        fleet.lab.exec(host, ["sh", "-c", "cat > /etc/debian_version"],
+                       input=debian_version.encode())
+        yield
+    finally:
+        fleet.lab.exec(host, ["sh", "-c", f"rm -f /etc/os-release && cp -a {keep}/os-release "
+                                          f"{keep}/debian_version /etc/ && rm -r {keep}"])
+
+
+@pytest.mark.parametrize("release", sorted(UNSUPPORTED_RELEASES))
+def test_a_host_on_an_unsupported_release_stops_the_run_before_any_host_changes(
+    mail_fleet: MailFleet, release: str
+) -> None:
+    os_release, debian_version, says = UNSUPPORTED_RELEASES[release]
+    host = mail_fleet.hosts[-1].name
+    before = {h.name: _file_sha256(mail_fleet, h.name, "/etc/dovecot/dovecot.conf")
+              for h in mail_fleet.hosts}
+    with _release_faked(mail_fleet, host, os_release, debian_version):
+        run = mail_fleet.playbook(playbook="playbooks/mail.yml")
+    assert run.returncode != 0
+    assert f"{host} runs {says}" in run.output, run.output[-4000:]
+    assert "support Debian 12 (bookworm) and Debian 13 (trixie) only" in run.output, (
+        run.output[-4000:])
+    assert "Deploy the mail stack (certificate" not in run.output.split("PLAY RECAP")[0]
+    assert run.changed() == 0
+    assert before == {h.name: _file_sha256(mail_fleet, h.name, "/etc/dovecot/dovecot.conf")
+                      for h in mail_fleet.hosts}
+
+
 # -- a config that does not validate is never installed -------------------------------------
 
 
