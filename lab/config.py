@@ -34,8 +34,10 @@ class Release:
 
 
 RELEASES = {r.version: r for r in (Release("12", "bookworm"), Release("13", "trixie"))}
-# What a host gets when nothing is asked for.
-DEFAULT_RELEASES = ("12",)
+# What hosts get when nothing is asked for: a mixed fleet, mx1 on Debian 12
+# and every later host on Debian 13 (the last release repeats), so the demo
+# and every integration test meet both releases without running twice.
+DEFAULT_RELEASES = ("12", "13")
 DOMAIN = "lab.test"
 FIRST_HOST_OFFSET = 10  # mx1 is .11, mx2 .12, ...
 MAX_HOSTS = 200

@@ -49,7 +49,7 @@ def test_each_host_gets_its_release_and_the_last_one_repeats(config: LabConfig) 
     assert [h.debian.image for h in hosts[:2]] == ["localhost/mailfleet-lab:bookworm-1",
                                                     "localhost/mailfleet-lab:trixie-1"]
     assert hosts[1].debian.label == "Debian 13"
-    assert [h.release for h in allocate(config, 2)] == ["12", "12"]
+    assert [h.release for h in allocate(config, 3)] == ["12", "13", "13"]  # the default: mixed
     assert allocate(config, 2, ["13"])[0].name == "mx1"  # names do not depend on releases
     assert [h.release for h in allocate(config, 2, ["12", "13", "12"])] == ["12", "13"]
 
@@ -106,7 +106,7 @@ def test_inventory_names_every_host_with_its_address_and_hostname(config: LabCon
                 "mailfleet_probe_user": "probe@example1.test", "mailfleet_lab_release": "12"},
         "mx2": {"ansible_host": "10.77.42.12", "mail_hostname": "mx2.lab.test",
                 "mail_domains": ["example2.test"],
-                "mailfleet_probe_user": "probe@example2.test", "mailfleet_lab_release": "12"},
+                "mailfleet_probe_user": "probe@example2.test", "mailfleet_lab_release": "13"},
     }
     lab_vars = data["all"]["vars"]
     assert lab_vars["ansible_user"] == "root"
