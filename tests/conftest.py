@@ -38,6 +38,20 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def own_lab(name: str, subnet: str, env_prefix: str | None = None) -> Lab:
+    """A test module's own lab, beside the session's (skipped or failed where none can run).
+
+    With ``env_prefix`` X, ``X_LAB`` and ``X_SUBNET`` override the name and subnet.
+    """
+    reason = lab_unavailable()
+    if reason:
+        _skip_or_fail(reason)
+    if env_prefix:
+        name = os.environ.get(f"{env_prefix}_LAB", name)
+        subnet = os.environ.get(f"{env_prefix}_SUBNET", subnet)
+    return Lab(LabConfig.create(name, subnet))
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     reason = lab_unavailable()

@@ -16,10 +16,9 @@ import dns.resolver
 import dns.reversename
 import pytest
 
-from mailfleet.lab.config import LabConfig
 from mailfleet.lab.fleet import Lab, LabError
 from mailfleet.lab.podman import podman, text
-from tests.conftest import lab_unavailable
+from tests.conftest import own_lab
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,12 +28,7 @@ OUTSIDE = "198.51.100.7"
 
 @pytest.fixture(scope="module")
 def two_host_lab() -> Iterator[Lab]:
-    reason = lab_unavailable()
-    if reason:
-        if os.environ.get("MAILFLEET_REQUIRE_LAB") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    fleet = Lab(LabConfig.create("updown", "10.77.250.0/24"))
+    fleet = own_lab("updown", "10.77.250.0/24")
     fleet.down()
     fleet.up(2, releases=("12", "13"))
     yield fleet
@@ -157,9 +151,7 @@ def test_up_again_changes_nothing(two_host_lab: Lab) -> None:
 
 
 def test_down_leaves_nothing_and_is_safe_twice() -> None:
-    if lab_unavailable():
-        pytest.skip("no lab here")
-    fleet = Lab(LabConfig.create("downtwice", "10.77.251.0/24"))
+    fleet = own_lab("downtwice", "10.77.251.0/24")
     fleet.up(1)
     pids = [fleet.dns_daemon.pid(), fleet.apt_daemon.pid()]
     assert all(pids)

@@ -31,10 +31,9 @@ from mailfleet.checks.server import ServerSettings, ServerTarget, settings_from_
 from mailfleet.checks.target import Deadline, ProbeOptions
 from mailfleet.dashboard.metrics import result_samples
 from mailfleet.dashboard.targets import run_ansible_inventory
-from mailfleet.lab.config import LabConfig
 from mailfleet.lab.fleet import Lab
 from mailfleet.lab.hosts import LabHost
-from tests.conftest import lab_unavailable
+from tests.conftest import own_lab
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,14 +92,8 @@ def metrics(result: ProbeResult) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 
 @pytest.fixture(scope="module")
 def server_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerLab]:
-    reason = lab_unavailable()
-    if reason:
-        if os.environ.get("MAILFLEET_REQUIRE_LAB") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    config = LabConfig.create(os.environ.get("MAILFLEET_SERVER_TEST_LAB", "srvcheck"),
-                              os.environ.get("MAILFLEET_SERVER_TEST_SUBNET", "10.77.249.0/24"))
-    fleet = Lab(config)
+    fleet = own_lab("srvcheck", "10.77.249.0/24", "MAILFLEET_SERVER_TEST")
+    config = fleet.config
     hosts = {h.name: h for h in fleet.up(2)}
     fleet.require_up()
     # Nothing listens there: the lab's own subnet, never routed out (internal network).

@@ -27,9 +27,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mailfleet.lab.config import LabConfig
-from mailfleet.lab.fleet import Lab
-from tests.conftest import lab_unavailable
+from tests.conftest import own_lab
 from tests.integration.conftest import (
     MailFleet,
     PlaybookRun,
@@ -122,14 +120,8 @@ def snapshot(fleet: MailFleet, host: str) -> Snapshot:
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[MailFleet]:
-    reason = lab_unavailable()
-    if reason:
-        if os.environ.get("MAILFLEET_REQUIRE_LAB") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    config = LabConfig.create(os.environ.get("MAILFLEET_UPGRADE_TEST_LAB", "upgrade"),
-                              os.environ.get("MAILFLEET_UPGRADE_TEST_SUBNET", "10.77.248.0/24"))
-    lab = Lab(config)
+    lab = own_lab("upgrade", "10.77.248.0/24", "MAILFLEET_UPGRADE_TEST")
+    config = lab.config
     lab.down()  # always from scratch: a kept lab of an earlier run has mx1 on Debian 13
     hosts = lab.up(2, releases=["12"])
     lab.require_up()
