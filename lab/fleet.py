@@ -15,14 +15,13 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from mailfleet.lab import daemons, dns, network
 from mailfleet.lab.config import DEFAULT_RELEASES, DOMAIN, RELEASES, LabConfig, LabConfigError
 from mailfleet.lab.hosts import LabHost, allocate
 from mailfleet.lab.image import ensure_image
 from mailfleet.lab.inventory import remove_inventory, write_inventory
-from mailfleet.lab.podman import PodmanError, podman, text
+from mailfleet.lab.podman import PodmanError, podman, text, wait_running
 
 Progress = Callable[[str], None]
 
@@ -318,39 +317,10 @@ class Lab:
             input=cfg.ssh_key.with_suffix(".pub").read_bytes(),
         )
 
-    def _wait_running(self, h: LabHost, timeout: float = 90) -> None:
-        """Until a command runs in the host; a host whose init exited fails at once.
-
-        A start takes a second on a quiet machine and much longer on a loaded one,
-        so the wait is long; the error says what podman saw, not just "did not start".
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            proc = podman(self.config, ["exec", h.container, "true"], check=False)
-            if proc.returncode == 0:
-                return
-            state = self._container_state(h)
-            if state.get("Status") in ("exited", "stopped", "dead") or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        logs = podman(self.config, ["logs", "--tail", "20", h.container], check=False)
-        said = (logs.stdout + logs.stderr).decode(errors="replace").strip()
-        raise LabError(
-            f"lab host {h.name} did not start: container {h.container} is "
-            f"{state.get('Status', 'missing')} (exit code {state.get('ExitCode', '?')}"
-            f"{', ' + state['Error'] if state.get('Error') else ''}); "
-            f"`podman exec` said: {proc.stderr.decode(errors='replace').strip() or '-'}; "
-            f"its last output: {said or '-'}"
-        )
-
-    def _container_state(self, h: LabHost) -> dict[str, Any]:
-        proc = podman(self.config, ["container", "inspect", "--format", "{{json .State}}",
-                                    h.container], check=False)
-        try:
-            state = json.loads(text(proc))
-        except ValueError:
-            return {}
-        return state if isinstance(state, dict) else {}
+    def _wait_running(self, h: LabHost) -> None:
+        problem = wait_running(self.config, h.container)
+        if problem:
+            raise LabError(f"lab host {h.name} did not start: {problem}")
 
     def _write_known_hosts(self, hosts: list[LabHost]) -> None:
         lines = []
