@@ -32,10 +32,17 @@ def lab_unavailable() -> str | None:
     return None
 
 
-def _skip_or_fail(reason: str) -> None:
+def skip_or_fail(reason: str) -> None:
+    """Skip a test whose lab or local server cannot run here; with MAILFLEET_REQUIRE_LAB=1, fail."""
     if os.environ.get("MAILFLEET_REQUIRE_LAB") == "1":
-        pytest.fail(f"lab required but unavailable: {reason}")
+        pytest.fail(f"required but unavailable: {reason}")
     pytest.skip(reason)
+
+
+def require_lab() -> None:
+    reason = lab_unavailable()
+    if reason:
+        skip_or_fail(reason)
 
 
 def own_lab(name: str, subnet: str, env_prefix: str | None = None) -> Lab:
@@ -43,9 +50,7 @@ def own_lab(name: str, subnet: str, env_prefix: str | None = None) -> Lab:
 
     With ``env_prefix`` X, ``X_LAB`` and ``X_SUBNET`` override the name and subnet.
     """
-    reason = lab_unavailable()
-    if reason:
-        _skip_or_fail(reason)
+    require_lab()
     if env_prefix:
         name = os.environ.get(f"{env_prefix}_LAB", name)
         subnet = os.environ.get(f"{env_prefix}_SUBNET", subnet)
@@ -54,9 +59,7 @@ def own_lab(name: str, subnet: str, env_prefix: str | None = None) -> Lab:
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    reason = lab_unavailable()
-    if reason:
-        _skip_or_fail(reason)
+    require_lab()
     fleet = Lab(LabConfig.from_env())
     hosts = int(os.environ.get("MAILFLEET_TEST_HOSTS", "3"))
     fleet.up(hosts)

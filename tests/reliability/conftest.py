@@ -29,17 +29,12 @@ from bench.localmail import (
 )
 from mailfleet.checks.target import Credentials, ProbeOptions, Secret, Target
 from mailfleet.dashboard.targets import WatchedHost
+from tests.conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 # The suite's own loopback range (the benches use 127.77.x.y).
 GOOD_ADDRESSES = loopback_addresses(12, base="127.78.0.1")
 VICTIM_ADDRESS = "127.78.1.1"
-
-
-def skip_or_fail(reason: str) -> None:
-    if os.environ.get("MAILFLEET_REQUIRE_LAB") == "1":
-        pytest.fail(f"required but unavailable: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.localmail import dovecot_available, loopback_addresses, running_dovecot
-from tests.reliability.conftest import skip_or_fail
+from tests.conftest import skip_or_fail
 from tests.reliability.test_bad_input import running_serve
 
 SECONDS = float(os.environ.get("MAILFLEET_SOAK_SECONDS", "120"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import imaplib
-import os
 import socket
 import ssl
 import threading
@@ -21,12 +20,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from bench.localmail import HOSTNAME as DOVECOT_HOSTNAME
 from bench.localmail import LocalDovecot, dovecot_available, start_dovecot
 from mailfleet.checks.target import Credentials, Secret, Target
 from tests.checks.servers import LoopbackServer, tls_server_context
+from tests.conftest import skip_or_fail
 
 HOSTNAME = "mx1.lab.test"
 
@@ -232,9 +230,7 @@ def local_mail(extra_config: str = "") -> Iterator[LocalMail]:
     """Skipped where Dovecot cannot run here (a failure with MAILFLEET_REQUIRE_LAB=1)."""
     why = dovecot_available()
     if why:
-        if os.environ.get("MAILFLEET_REQUIRE_LAB") == "1":
-            pytest.fail(f"required but unavailable: {why}")
-        pytest.skip(why)
+        skip_or_fail(why)
     address = "127.0.0.1"  # where the loopback submission server listens too
     dovecot = start_dovecot([address], extra_config=extra_config)
     try:
