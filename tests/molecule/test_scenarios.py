@@ -27,6 +27,7 @@ def molecule_env(lab: Lab, index: int) -> dict[str, str]:
         # Molecule instances sit at .201 and up, far from the lab's own hosts.
         "MAILFLEET_MOLECULE_IP": str(cfg.subnet.network_address + 201 + index),
         "MAILFLEET_MOLECULE_IP2": str(cfg.subnet.network_address + 221 + index),
+        "MAILFLEET_MOLECULE_IP3": str(cfg.subnet.network_address + 241 + index),
         "ANSIBLE_FORCE_COLOR": "0",
         "PY_COLORS": "0",
     }
