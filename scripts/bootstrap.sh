@@ -75,5 +75,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# -- sslyze, for the tests' TLS profile checks, in a venv of its own: it pins
+# cryptography below the release mailfleet runs with.
+if [ ! -x .venv/sslyze/bin/sslyze ]; then
+  say "installing sslyze into .venv/sslyze"
+  "$python" -m venv .venv/sslyze
+  .venv/sslyze/bin/pip install -q --disable-pip-version-check 'sslyze==6.3.1'
+fi
+
 # -- lab base image (cached in podman's store; rebuilt when missing) -----------
 .venv/bin/python -m mailfleet.lab.image
