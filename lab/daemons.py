@@ -6,8 +6,10 @@ by that PID only, after checking the PID still is that program.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -114,3 +116,15 @@ def _listening(address: str, port: int, kind: str) -> bool:
             if line.split()[1] == want:
                 return True
     return False
+
+
+def dns_update_secret(state_dir: Path) -> str:
+    """The lab's TSIG secret for DNS updates (knot's key, the inventory's
+    rspamd_dkim_dns_update): made once, kept in the state directory, mode 0600."""
+    path = state_dir / "dns-update.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    return path.read_text().strip()

@@ -7,6 +7,11 @@ from pathlib import Path
 from mailfleet.lab.config import DOMAIN, LabConfig
 from mailfleet.lab.hosts import LabHost, reverse_zone
 
+# The TSIG key the mail hosts' DKIM records are published with (RFC 2136 update
+# of the mail domains' zones, from the controller; rspamd_dkim_dns_update).
+UPDATE_KEY = "mailfleet-update"
+UPDATE_ALGORITHM = "hmac-sha256"
+
 SOA = (
     "@ 300 IN SOA ns.{domain}. hostmaster.{domain}. {serial} 60 60 600 60\n"
     "@ 300 IN NS ns.{domain}.\n"
@@ -38,7 +43,14 @@ def zones(config: LabConfig, hosts: list[LabHost], serial: int) -> dict[str, str
     return result
 
 
-def knot_conf(config: LabConfig, zone_names: list[str], knot_dir: Path) -> str:
+def knot_conf(
+    config: LabConfig, zone_names: list[str], knot_dir: Path, update_secret: str
+) -> str:
+    """knot's configuration: every zone served, and updatable with the lab's TSIG key only.
+
+    Updates live in memory (no journal, zone files never written back): the
+    next ``lab up`` reloads the zone files and the next deploy publishes again.
+    """
     zone_lines = "".join(f"  - domain: {z}\n" for z in sorted(zone_names))
     return (
         "# knot for the mailfleet lab {name!r}; written by `mailfleet lab up`.\n"
@@ -50,6 +62,14 @@ def knot_conf(config: LabConfig, zone_names: list[str], knot_dir: Path) -> str:
         "    any: info\n"
         "database:\n"
         f"  storage: {knot_dir}/db\n"
+        "key:\n"
+        f"  - id: {UPDATE_KEY}\n"
+        f"    algorithm: {UPDATE_ALGORITHM}\n"
+        f"    secret: {update_secret}\n"
+        "acl:\n"
+        "  - id: dkim-update\n"
+        f"    key: {UPDATE_KEY}\n"
+        "    action: update\n"
         "control:\n"
         f"  listen: {knot_dir}/knot.sock\n"
         "template:\n"
@@ -59,5 +79,6 @@ def knot_conf(config: LabConfig, zone_names: list[str], knot_dir: Path) -> str:
         "    zonefile-sync: -1\n"
         "    zonefile-load: whole\n"
         "    journal-content: none\n"
+        "    acl: dkim-update\n"
         "zone:\n" + zone_lines
     ).replace("{name!r}", repr(config.name))

@@ -188,7 +188,7 @@ class Lab:
         self._write_known_hosts(wanted)
         for h in wanted:
             self._wait_ssh(h)
-        write_inventory(cfg, wanted)
+        write_inventory(cfg, wanted, daemons.dns_update_secret(cfg.state_dir))
         if created:
             progress(f"started {len(created)} host(s): {', '.join(h.name for h in created)}")
         else:
@@ -229,6 +229,8 @@ class Lab:
                 # The host's /etc/hosts is its own (written at provisioning), never a
                 # copy of the controller's: a name added there would override the lab DNS.
                 "--no-hosts",
+                # exactly what fail2ban's nftables ban rules inside the host need
+                "--cap-add", "NET_ADMIN",
                 "--label", cfg.label, "--label", f"mailfleet.host={h.name}",
                 "--label", f"mailfleet.release={h.release}",
                 h.debian.image, "/sbin/init",
@@ -253,7 +255,8 @@ class Lab:
         for name, body in zones.items():
             (knot_dir / "zones" / f"{name}.zone").write_text(body)
         conf = knot_dir / "knot.conf"
-        new_conf = dns.knot_conf(cfg, list(zones), knot_dir)
+        secret = daemons.dns_update_secret(cfg.state_dir)
+        new_conf = dns.knot_conf(cfg, list(zones), knot_dir, secret)
         if self.dns_daemon.pid() is not None and conf.exists() and conf.read_text() == new_conf:
             subprocess.run(
                 ["knotc", "-s", str(knot_dir / "knot.sock"), "zone-reload"],

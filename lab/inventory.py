@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from mailfleet.lab.config import DEFAULT_NAME, LabConfig
+from mailfleet.lab.dns import UPDATE_ALGORITHM, UPDATE_KEY
 from mailfleet.lab.hosts import LabHost
 
 HEADER = (
@@ -18,7 +19,9 @@ HEADER = (
 )
 
 
-def inventory_data(config: LabConfig, hosts: list[LabHost]) -> dict[str, Any]:
+def inventory_data(
+    config: LabConfig, hosts: list[LabHost], dns_update_secret: str | None = None
+) -> dict[str, Any]:
     ssh_args = (
         f"-o UserKnownHostsFile={config.known_hosts} -o StrictHostKeyChecking=yes "
         "-o ControlMaster=auto -o ControlPersist=60s -o ConnectTimeout=10"
@@ -26,7 +29,7 @@ def inventory_data(config: LabConfig, hosts: list[LabHost]) -> dict[str, Any]:
         # minute instead of TCP's quarter hour, failing its task by name.
         " -o ServerAliveInterval=15 -o ServerAliveCountMax=4"
     )
-    return {
+    data: dict[str, Any] = {
         "all": {
             "children": {
                 "mailservers": {
@@ -64,14 +67,27 @@ def inventory_data(config: LabConfig, hosts: list[LabHost]) -> dict[str, Any]:
             },
         }
     }
+    if dns_update_secret is not None:
+        # the lab's knot takes the DKIM records by TSIG-signed update (roles/rspamd)
+        data["all"]["vars"]["rspamd_dkim_dns_update"] = {
+            "server": config.gateway,
+            "port": config.dns_port,
+            "key_name": UPDATE_KEY,
+            "key_algorithm": UPDATE_ALGORITHM,
+            "key_secret": dns_update_secret,
+            "ttl": 300,
+        }
+    return data
 
 
-def write_inventory(config: LabConfig, hosts: list[LabHost]) -> Path:
+def write_inventory(
+    config: LabConfig, hosts: list[LabHost], dns_update_secret: str | None = None
+) -> Path:
     """Write hosts.yml atomically; a non-default lab links the shared group_vars in."""
     path = config.inventory_path
     path.parent.mkdir(parents=True, exist_ok=True)
     body = HEADER.format(name=config.name) + yaml.safe_dump(
-        inventory_data(config, hosts), sort_keys=False, default_flow_style=False
+        inventory_data(config, hosts, dns_update_secret), sort_keys=False, default_flow_style=False
     )
     tmp = path.with_suffix(".tmp")
     tmp.write_text(body)

@@ -132,6 +132,8 @@ def test_zones_have_a_record_ptr_and_mx_for_each_host(config: LabConfig) -> None
     assert "12 300 IN PTR mx2.lab.test." in zones["42.77.10.in-addr.arpa"]
     assert "@ 300 IN MX 10 mx1.lab.test." in zones["example1.test"]
     assert '"v=spf1 mx -all"' in zones["example2.test"]
-    conf = dns.knot_conf(config, list(zones), Path("/k"))
+    conf = dns.knot_conf(config, list(zones), Path("/k"), "c2VjcmV0")
     assert "listen: 10.77.42.1@53" in conf
     assert conf.count("- domain:") == 4
+    # every zone takes updates signed with the lab key, and only those
+    assert conf.count("acl: dkim-update") == 1 and "secret: c2VjcmV0" in conf

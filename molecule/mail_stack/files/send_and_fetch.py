@@ -1,8 +1,10 @@
-"""Submit on the local 587 as carol to dave@molecule2.test, fetch it on the peer's 993.
+"""Submit on the local 587 as carol to dave@molecule2.test, fetch it on the peer's 993,
+print the DKIM signature it arrived with; then offer GTUBE to the peer's port 25.
 
 Usage: send_and_fetch.py PEER_ADDRESS PEER_NAME CA_FILE  (runs on mol1)
 """
 
+import email
 import imaplib
 import smtplib
 import socket
@@ -41,10 +43,24 @@ while True:
     imap.login("dave@molecule2.test", "dave-molecule-password")
     imap.select("INBOX", readonly=True)
     found = imap.search(None, "SUBJECT", f'"{subject}"')[1][0].split()
+    raw = imap.fetch(found[-1], "(BODY.PEEK[])")[1][0][1] if found else b""
     imap.logout()
     if found:
         print(f"delivered and fetched: {subject}")
+        signature = " ".join(email.message_from_bytes(raw)["DKIM-Signature"].split())
+        print(f"DKIM-Signature: {signature}")
         break
     if time.monotonic() > deadline:
         sys.exit(f"{subject} did not reach dave@molecule2.test within 60 s")
     time.sleep(1)
+
+gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+smtp = smtplib.SMTP(peer, 25, timeout=20)
+smtp.ehlo("mol1.lab.test")
+try:
+    smtp.sendmail("someone@outside.test", ["dave@molecule2.test"],
+                  f"From: someone@outside.test\r\nSubject: gtube\r\n\r\n{gtube}\r\n")
+    sys.exit("the peer accepted GTUBE")
+except smtplib.SMTPDataError as exc:
+    print(f"GTUBE refused: {exc.smtp_code} {exc.smtp_error.decode()}")
+smtp.quit()

@@ -1,0 +1,126 @@
+"""Login guessing as the converged fleet meets it: an address that fails ten logins is
+refused on every login port of that host until its ban ends, by fail2ban's nftables
+rule inside the host; the allow-listed monitor (the controller) is never banned.
+
+The guesser is mx3, another lab host; the bans it gets are the lab's short ones
+(inventory/lab: 30 s), so the test also sees them end by themselves."""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.integration.conftest import MailFleet
+
+pytestmark = pytest.mark.lab
+
+GUESSES = 10
+BAN_SECONDS = 30
+
+# Runs on the guessing host: GUESSES wrong passwords at once against one service,
+# then, every half second, whether each login port still answers.
+GUESSER = r"""
+import imaplib, json, smtplib, socket, ssl, sys, time
+from concurrent.futures import ThreadPoolExecutor
+target, service, user, guesses = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+
+def guess(i):
+    try:
+        if service == "imap":
+            imap = imaplib.IMAP4_SSL(target, 993, ssl_context=ctx, timeout=20)
+            try:
+                imap.login(user, f"wrong-{i}")
+            finally:
+                imap.shutdown()
+        else:
+            with smtplib.SMTP(target, 587, timeout=20) as smtp:
+                smtp.starttls(context=ctx)
+                smtp.login(user, f"wrong-{i}")
+    except (imaplib.IMAP4.error, smtplib.SMTPException) as exc:
+        return str(exc)[:60]
+    return "accepted?!"
+
+with ThreadPoolExecutor(guesses) as pool:
+    answers = list(pool.map(guess, range(guesses)))
+
+def answers_on(port):
+    try:
+        socket.create_connection((target, port), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline and any(answers_on(p) for p in (993, 587, 465)):
+    time.sleep(0.5)
+print(json.dumps({"answers": answers, "open": {p: answers_on(p) for p in (993, 587, 465)}}))
+"""
+
+
+def _guess(fleet: MailFleet, guesser: str, target: str, service: str) -> dict[str, object]:
+    user = fleet.user(target).address
+    run = fleet.lab.exec(
+        guesser, ["python3", "-", fleet.host(target).address, service, user, str(GUESSES)],
+        input=GUESSER.encode(), timeout=120)
+    result: dict[str, object] = json.loads(run.stdout.decode().strip().splitlines()[-1])
+    return result
+
+
+def _open_from(fleet: MailFleet, guesser: str, target: str) -> bool:
+    probe = (f"import socket; socket.create_connection(('{fleet.host(target).address}', 993),"
+             " timeout=3).close()")
+    return fleet.lab.exec(guesser, ["python3", "-c", probe], check=False).returncode == 0
+
+
+def _monitor_logs_in(fleet: MailFleet, host: str) -> None:
+    """The controller's own wrong logins (as many as the guesser's, and more, at once),
+    then a right one: allow-listed, never banned."""
+    user = fleet.user(host)
+
+    def wrong(i: int) -> None:
+        imap = fleet.imaps(host)
+        with pytest.raises(imaplib.IMAP4.error):
+            imap.login(user.address, f"monitor-wrong-{i}")
+        imap.shutdown()
+
+    with ThreadPoolExecutor(GUESSES + 2) as pool:
+        list(pool.map(wrong, range(GUESSES + 2)))
+    imap = fleet.imaps(host)
+    imap.login(user.address, user.password)
+    imap.logout()
+
+
+def test_guessing_bans_the_address_on_every_login_port_until_the_ban_ends(
+    mail_fleet: MailFleet,
+) -> None:
+    # mx2 (Debian 13, Dovecot 2.4's log format) is guessed at over IMAP, mx1
+    # (Debian 12) over SMTP AUTH on 587: both jails, both releases.
+    with ThreadPoolExecutor(3) as pool:
+        imap_attack = pool.submit(_guess, mail_fleet, "mx3", "mx2", "imap")
+        smtp_attack = pool.submit(_guess, mail_fleet, "mx3", "mx1", "smtp")
+        monitor = pool.submit(_monitor_logs_in, mail_fleet, "mx2")
+        imap_result, smtp_result = imap_attack.result(), smtp_attack.result()
+        monitor.result()
+    banned_at = time.monotonic()
+    for host, result in (("mx2", imap_result), ("mx1", smtp_result)):
+        assert "accepted?!" not in result["answers"], result  # type: ignore[operator]
+        assert result["open"] == {"993": False, "587": False, "465": False}, (
+            f"mx3 still reaches {host} after {GUESSES} failed logins: {result}")
+    for host, jail in (("mx2", "mailfleet-dovecot"), ("mx1", "mailfleet-postfix-sasl")):
+        status = mail_fleet.lab.exec(host, ["fail2ban-client", "status", jail]).stdout.decode()
+        assert mail_fleet.host("mx3").address in status, f"{host} {jail}: {status}"
+    # the monitor's own failed logins (above, in parallel) counted for nothing: it
+    # still logs in on the host that bans mx3
+    imap = mail_fleet.imaps("mx2")
+    imap.login(mail_fleet.user("mx2").address, mail_fleet.user("mx2").password)
+    imap.logout()
+    # the ban ends by itself
+    deadline = banned_at + BAN_SECONDS + 30
+    while not (_open_from(mail_fleet, "mx3", "mx2") and _open_from(mail_fleet, "mx3", "mx1")):
+        assert time.monotonic() < deadline, "the bans did not end"
+        time.sleep(1)
