@@ -174,6 +174,12 @@ class ProbeOptions:
     dns_resolvers: tuple[str, ...] = ()
     dns_tlsa_services: tuple[str, ...] = ("smtp", "imaps")
     dns_attempts: int = 2
+    # dns: DKIM selectors the host signs with, and retired ones still published, checked
+    # for each of its domains; keys as "SELECTOR._domainkey.DOMAIN=P-VALUE" are compared
+    # with the record (the mail_dns_check role passes the keys it reads on the host).
+    dns_dkim_selectors: tuple[str, ...] = ()
+    dns_dkim_retired_selectors: tuple[str, ...] = ()
+    dns_dkim_keys: tuple[str, ...] = ()
     # Verify certificates against this bundle instead of the system store
     # (the target's ca_bundle, when set, wins).
     ca_bundle: Path | None = None

@@ -21,6 +21,9 @@ Inventory variables a watched host may set (all optional):
 ``mailfleet_ca_bundle``          CA bundle the certificate chain is verified against
 ``mailfleet_probe_options``      overrides of ``checks.target.ProbeOptions`` fields
 ``mailfleet_server``             settings of the ``server`` check (checks/server/config.py)
+``rspamd_dkim_selector``         (roles/rspamd) the ``dns`` check looks at this selector's
+``rspamd_dkim_retired_selectors`` record, and the retired ones', unless the probe options
+                                 name ``dns_dkim_selectors`` themselves
 """
 
 from __future__ import annotations
@@ -212,6 +215,18 @@ def _probe_options(name: str, raw: Any, default_timeout: float | None) -> ProbeO
     return ProbeOptions(**settings)
 
 
+def _with_dkim_selectors(hostvars: Mapping[str, Any], raw: Any) -> Any:
+    """The probe options, with the DKIM selectors of roles/rspamd when they name none."""
+    if not isinstance(raw, dict | None) or "rspamd_dkim_selector" not in hostvars:
+        return raw
+    raw = dict(raw or {})
+    if "dns_dkim_selectors" not in raw:
+        raw["dns_dkim_selectors"] = [hostvars["rspamd_dkim_selector"]]
+        raw.setdefault("dns_dkim_retired_selectors",
+                       hostvars.get("rspamd_dkim_retired_selectors") or [])
+    return raw
+
+
 # Bounds of numeric probe options: a wrong type or an absurd value of one host
 # must be an inventory error, not a sweep that crashes for the whole fleet.
 _OPTION_LIMITS: dict[str, tuple[float, float]] = {"timeout": (0.1, 3600.0), "dns_attempts": (1, 10)}
@@ -305,7 +320,8 @@ def watched_host(
             target = server.with_server_settings(target, hostvars)
         except server.ServerConfigError as exc:
             raise InventoryError(str(exc)) from None
-    options = _probe_options(name, hostvars.get("mailfleet_probe_options"), default_timeout)
+    raw_options = _with_dkim_selectors(hostvars, hostvars.get("mailfleet_probe_options"))
+    options = _probe_options(name, raw_options, default_timeout)
     return WatchedHost(name=name, target=target, options=options, groups=tuple(sorted(groups)))
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
+from mailfleet.checks.dns.dkim import check_alignment, check_dkim_domain
 from mailfleet.checks.dns.dmarc import check_dmarc
 from mailfleet.checks.dns.hosts import check_a, check_mx, check_ptr
 from mailfleet.checks.dns.lookups import Resolvers, bare_name, canon_ip, is_ip, parse_resolver
@@ -19,7 +20,7 @@ from mailfleet.checks.tlsinfo import CertInfo
 from mailfleet.checks.values import Values, declared
 
 CHECK = "dns"
-CONCERNS = ("mx", "a", "ptr", "fcrdns", "spf", "dmarc", "tlsa")
+CONCERNS = ("mx", "a", "ptr", "fcrdns", "spf", "dmarc", "dkim", "tlsa")
 
 
 @declared
@@ -42,8 +43,39 @@ class DnsValues(Values):
     fcrdns_ok: bool | None = None
     spf_ok: bool | None = None
     dmarc_ok: bool | None = None
+    dkim_ok: bool | None = None
     tlsa_ok: bool | None = None
     rdns_ok: bool | None = None  # PTR set and forward-confirmed
+
+
+@dataclass(frozen=True)
+class DkimSpec:
+    """What the host signs with: selectors, retired selectors, record name -> p= value.
+
+    ``keyless_pending``: ``keys`` is every key on the host (the deploy preflight
+    read them there), so a selector with no key is one this deploy will make;
+    ``updated``: the deploy publishes the records by DNS update.
+    """
+
+    selectors: Sequence[str] = ()
+    retired: Sequence[str] = ()
+    keys: Mapping[str, str] = field(default_factory=dict)
+    keyless_pending: bool = False
+    updated: bool = False  # the deployment publishes the records by DNS update
+
+    @classmethod
+    def of(cls, options: ProbeOptions) -> DkimSpec | None:
+        if not options.dns_dkim_selectors and not options.dns_dkim_retired_selectors:
+            return None
+        keys = {}
+        for entry in options.dns_dkim_keys:
+            name, eq, value = entry.partition("=")
+            if not eq or "._domainkey." not in name:
+                raise ProbeFailure(
+                    f"dns_dkim_keys entry {entry[:60]!r} is not SELECTOR._domainkey.DOMAIN=KEY",
+                    Status.UNKNOWN, Reason.NOT_CONFIGURED)
+            keys[bare_name(name)] = value
+        return cls(options.dns_dkim_selectors, options.dns_dkim_retired_selectors, keys)
 
 
 def dns_report(
@@ -52,6 +84,7 @@ def dns_report(
     mx_host: str,
     addresses: Iterable[str],
     tlsa: Sequence[tuple[str, Callable[[], list[CertInfo]]]] = (),
+    dkim: DkimSpec | None = None,
 ) -> DnsReport:
     """All findings for one server: its domains, its name and its addresses."""
     report = DnsReport()
@@ -68,7 +101,11 @@ def dns_report(
         check_ptr(res, report, address, mx_host)
     for domain in domain_list:
         check_spf(res, report, domain, addrs, mx_host)
+        if dkim is not None:
+            check_dkim_domain(res, report, domain, dkim.selectors, dkim.retired, dkim.keys,
+                              dkim.keyless_pending, dkim.updated)
         check_dmarc(res, report, domain)
+        check_alignment(report, domain, dkim is not None and bool(dkim.selectors))
     for owner, fetch in tlsa:
         check_tlsa(res, report, owner, fetch)
     return report
@@ -79,6 +116,7 @@ def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acqu
         addresses = [parse_resolver(r) for r in options.dns_resolvers]
     except ValueError as exc:
         raise ProbeFailure(str(exc), Status.UNKNOWN, Reason.NOT_CONFIGURED) from None
+    dkim = DkimSpec.of(options)
     res = Resolvers(addresses, deadline, options.dns_attempts)
     tlsa = [
         (f"_{target.port(s)}._tcp.{bare_name(target.mail_hostname)}",
@@ -87,7 +125,7 @@ def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acqu
     ]
     with acq.measure("dns"):
         report = dns_report(res, target.domains, target.mail_hostname,
-                            [target.address] if is_ip(target.address) else [], tlsa)
+                            [target.address] if is_ip(target.address) else [], tlsa, dkim)
     values = DnsValues.key
     acq.values[values.resolvers] = res.labels
     acq.values[values.findings] = [f.to_dict() for f in report.findings]

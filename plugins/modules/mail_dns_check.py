@@ -10,7 +10,7 @@ from ansible.module_utils.basic import AnsibleModule
 DOCUMENTATION = r"""
 ---
 module: mail_dns_check
-short_description: Check MX, A/AAAA, PTR, FCrDNS, SPF, DMARC and TLSA of a mail server
+short_description: Check MX, A/AAAA, PTR, FCrDNS, SPF, DKIM, DMARC and TLSA of a mail server
 description:
   - Runs mailfleet's C(checks.dns) on the controller and returns one finding per
     record (ok, warning or error, with what was seen and what was expected).
@@ -44,6 +44,27 @@ options:
     type: list
     elements: str
     default: []
+  dkim_selectors:
+    description: DKIM selectors the host signs with, checked for every domain in I(domains).
+    type: list
+    elements: str
+    default: []
+  dkim_retired_selectors:
+    description: Retired selectors whose records stay published (missing is a warning).
+    type: list
+    elements: str
+    default: []
+  dkim_keys:
+    description: Every DKIM key on the host, record name (C(SELECTOR._domainkey.DOMAIN)) to
+      its C(p=) value; the record must hold that key. A selector with no key here is one
+      this deployment makes, so its missing record is a warning.
+    type: dict
+    default: {}
+  dkim_published_by_update:
+    description: The deployment publishes the DKIM records by DNS update, so a missing or
+      outdated record is a warning (it is set right in the same run).
+    type: bool
+    default: false
   timeout:
     description: Seconds for the whole check.
     type: float
@@ -99,12 +120,17 @@ def main():
             "addresses": {"type": "list", "elements": "str", "default": []},
             "resolvers": {"type": "list", "elements": "str", "default": []},
             "tlsa_services": {"type": "list", "elements": "str", "default": []},
+            "dkim_selectors": {"type": "list", "elements": "str", "default": []},
+            "dkim_retired_selectors": {"type": "list", "elements": "str", "default": []},
+            "dkim_keys": {"type": "dict", "default": {}},
+            "dkim_published_by_update": {"type": "bool", "default": False},
             "timeout": {"type": "float", "default": 10.0},
         },
         supports_check_mode=True,
     )
     try:
         from mailfleet.checks.dns import (
+            DkimSpec,
             Resolvers,
             dns_report,
             format_table,
@@ -133,7 +159,12 @@ def main():
             owner = f"_{target.port(service)}._tcp.{p['mx_host'].rstrip('.').lower()}"
             tlsa.append((owner, tlsa_fetcher(target, service, deadline)))
     res = Resolvers(resolvers, deadline)
-    report = dns_report(res, p["domains"], p["mx_host"], addresses, tlsa)
+    dkim = None
+    if p["dkim_selectors"] or p["dkim_retired_selectors"]:
+        dkim = DkimSpec(p["dkim_selectors"], p["dkim_retired_selectors"],
+                        {k.rstrip(".").lower(): str(v) for k, v in p["dkim_keys"].items()},
+                        keyless_pending=True, updated=p["dkim_published_by_update"])
+    report = dns_report(res, p["domains"], p["mx_host"], addresses, tlsa, dkim)
     findings = [f.to_dict() for f in report.findings]
     problems = [f for f in report.findings if f.status != "ok"]
     module.exit_json(

@@ -158,3 +158,22 @@ def test_bad_server_settings_are_an_inventory_error_naming_the_host(tmp_path: Pa
     )
     with pytest.raises(InventoryError, match=r"mx1: .*colour.*mail_store must be an absolute"):
         load_inventory([source])
+
+
+def test_the_dns_check_takes_the_dkim_selectors_of_the_rspamd_role(tmp_path: Path) -> None:
+    (tmp_path / "hosts.yml").write_text(
+        "mailservers:\n  hosts:\n"
+        "    mx1: {rspamd_dkim_selector: s2, rspamd_dkim_retired_selectors: [s1],\n"
+        "          mailfleet_probe_options: {dns_resolvers: ['10.77.9.1']}}\n"
+        "    mx2: {rspamd_dkim_selector: s2,\n"
+        "          mailfleet_probe_options: {dns_dkim_selectors: [own]}}\n"
+        "    mx3: {}\n"
+    )
+    mx1, mx2, mx3 = load_inventory([tmp_path / "hosts.yml"])
+    assert mx1.options.dns_dkim_selectors == ("s2",)
+    assert mx1.options.dns_dkim_retired_selectors == ("s1",)
+    assert mx1.options.dns_resolvers == ("10.77.9.1",)
+    # the probe options win; a host without rspamd's variables is not checked for DKIM
+    assert mx2.options.dns_dkim_selectors == ("own",)
+    assert mx2.options.dns_dkim_retired_selectors == ()
+    assert mx3.options.dns_dkim_selectors == ()
