@@ -12,6 +12,24 @@ from mailfleet.lab.hosts import LabHost, reverse_zone
 UPDATE_KEY = "mailfleet-update"
 UPDATE_ALGORITHM = "hmac-sha256"
 
+# The lab's DNS block list (postscreen's postfix_postscreen_dnsbl_sites in the lab
+# inventory): one lab address listed, one answered with Spamhaus's "query refused"
+# code (127.255.255.254, never a listing), and RFC 5782's test entry 127.0.0.2.
+DNSBL_ZONE = "dnsbl.test"
+DNSBL_LISTED_HOST = 250  # subnet address + 250: listed
+DNSBL_REFUSED_HOST = 251  # subnet address + 251: answered 127.255.255.254
+
+
+def dnsbl_addresses(config: LabConfig) -> tuple[str, str]:
+    """The lab addresses the block list lists and answers with a refusal code."""
+    net = config.subnet.network_address
+    return str(net + DNSBL_LISTED_HOST), str(net + DNSBL_REFUSED_HOST)
+
+
+def _reversed(address: str) -> str:
+    return ".".join(reversed(address.split(".")))
+
+
 SOA = (
     "@ 300 IN SOA ns.{domain}. hostmaster.{domain}. {serial} 60 60 600 60\n"
     "@ 300 IN NS ns.{domain}.\n"
@@ -29,6 +47,14 @@ def zones(config: LabConfig, hosts: list[LabHost], serial: int) -> dict[str, str
     rev = [f"$ORIGIN {reverse_zone(config)}.\n", _soa(serial)]
     rev += [f"{h.address.rsplit('.', 1)[1]} 300 IN PTR {h.fqdn}.\n" for h in hosts]
     result = {DOMAIN: "".join(forward), reverse_zone(config): "".join(rev)}
+    listed, refused = dnsbl_addresses(config)
+    result[DNSBL_ZONE] = "".join([
+        f"$ORIGIN {DNSBL_ZONE}.\n", _soa(serial),
+        f"{_reversed(listed)} 300 IN A 127.0.0.2\n",
+        f'{_reversed(listed)} 300 IN TXT "listed by the mailfleet lab"\n',
+        f"{_reversed(refused)} 300 IN A 127.255.255.254\n",
+        "2.0.0.127 300 IN A 127.0.0.2\n",
+    ])
     for h in hosts:
         d = h.mail_domain
         result[d] = "".join(

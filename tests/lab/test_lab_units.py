@@ -127,13 +127,19 @@ def test_default_lab_writes_the_repository_inventory(tmp_path: Path) -> None:
 def test_zones_have_a_record_ptr_and_mx_for_each_host(config: LabConfig) -> None:
     hosts = allocate(config, 2)
     zones = dns.zones(config, hosts, serial=7)
-    assert set(zones) == {"lab.test", "42.77.10.in-addr.arpa", "example1.test", "example2.test"}
+    assert set(zones) == {"lab.test", "42.77.10.in-addr.arpa", "example1.test", "example2.test",
+                          "dnsbl.test"}
     assert "mx2 300 IN A 10.77.42.12" in zones["lab.test"]
     assert "12 300 IN PTR mx2.lab.test." in zones["42.77.10.in-addr.arpa"]
     assert "@ 300 IN MX 10 mx1.lab.test." in zones["example1.test"]
     assert '"v=spf1 mx -all"' in zones["example2.test"]
+    # the block list: .250 listed, .251 answered with a "query refused" code, RFC 5782's entry
+    assert dns.dnsbl_addresses(config) == ("10.77.42.250", "10.77.42.251")
+    assert "250.42.77.10 300 IN A 127.0.0.2" in zones["dnsbl.test"]
+    assert "251.42.77.10 300 IN A 127.255.255.254" in zones["dnsbl.test"]
+    assert "2.0.0.127 300 IN A 127.0.0.2" in zones["dnsbl.test"]
     conf = dns.knot_conf(config, list(zones), Path("/k"), "c2VjcmV0")
     assert "listen: 10.77.42.1@53" in conf
-    assert conf.count("- domain:") == 4
+    assert conf.count("- domain:") == 5
     # every zone takes updates signed with the lab key, and only those
     assert conf.count("acl: dkim-update") == 1 and "secret: c2VjcmV0" in conf
