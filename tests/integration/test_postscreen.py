@@ -50,20 +50,54 @@ say("QUIT")
 """
 
 
+CLIENT_ADDRESSES = {"listed": 250, "refused": 251, "early": 252}  # subnet + N
+
+
 @pytest.fixture(scope="module")
-def client_image(mail_fleet: MailFleet) -> str:
-    return mail_fleet.hosts[0].debian.image
+def clients(mail_fleet: MailFleet) -> Iterator[dict[str, tuple[str, str]]]:
+    """A throwaway container per client address, started (and its network set up) before
+    any session is timed: kind -> (container, address). Each sleeps at most 10 minutes."""
+    cfg = mail_fleet.lab.config
+    image = mail_fleet.hosts[0].debian.image
+    started: dict[str, tuple[str, str]] = {}
+    try:
+        for kind, host_part in CLIENT_ADDRESSES.items():
+            address = str(cfg.subnet.network_address + host_part)
+            name = f"{cfg.name}-smtp-client-{kind}"
+            podman(cfg, ["rm", "-f", name], check=False)
+            podman(cfg, ["run", "-d", "--rm", "--name", name, "--label", cfg.label,
+                         "--network", cfg.network, "--ip", address, "--dns", cfg.gateway,
+                         "--no-hosts", image, "sleep", "600"])
+            started[kind] = (name, address)
+        yield started
+    finally:
+        for name, _ in started.values():
+            podman(cfg, ["rm", "-f", "-t", "0", name], check=False)
 
 
-def _session(fleet: MailFleet, image: str, address: str, host: str, rcpt: str,
+def _wait_dns_prompt(fleet: MailFleet, host: str, timeout: float = 30) -> None:
+    """postscreen waits postscreen_greet_wait (6 s) for the block list's answer, then lets
+    the client through: a lab DNS that does not answer ``host`` within half a second (the
+    controller under load) would make the verdict mean nothing. Asked before each session."""
+    listed, _ = dnsbl_addresses(fleet.lab.config)
+    name = ".".join(reversed(listed.split("."))) + f".{DNSBL_ZONE}"
+    probe = ("import socket, time; t = time.monotonic(); "
+             f"socket.gethostbyname({name!r}); print(time.monotonic() - t)")
+    deadline = time.monotonic() + timeout
+    while True:
+        out = fleet.lab.exec(host, ["python3", "-c", probe], check=False).stdout.decode()
+        if out.strip() and float(out) < 0.5:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the lab DNS answers {host} slowly ({out.strip() or 'not'} s)")
+
+
+def _session(fleet: MailFleet, client: tuple[str, str], host: str, rcpt: str,
              early: bool = False) -> dict[str, str]:
-    """One SMTP session from a container at ``address``; its replies by command."""
-    cfg = fleet.lab.config
-    name = f"{cfg.name}-smtp-client-{uuid.uuid4().hex[:8]}"
-    proc = podman(cfg, ["run", "--rm", "--name", name, "--label", cfg.label,
-                        "--network", cfg.network, "--ip", address, "--dns", cfg.gateway,
-                        "--no-hosts", image, "python3", "-c", CLIENT, host, rcpt,
-                        "early" if early else "polite"], check=False, timeout=90)
+    """One SMTP session from a client container; its replies by command."""
+    _wait_dns_prompt(fleet, fleet.hosts[0].name)
+    proc = podman(fleet.lab.config, ["exec", client[0], "python3", "-c", CLIENT, host, rcpt,
+                                     "early" if early else "polite"], check=False, timeout=90)
     out = proc.stdout.decode(errors="replace")
     assert proc.returncode == 0, out + proc.stderr.decode(errors="replace")
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
@@ -93,33 +127,38 @@ def receiver(mail_fleet: MailFleet) -> Iterator[tuple[str, str, str]]:
 
 
 def test_a_listed_address_is_refused_naming_the_list(
-    mail_fleet: MailFleet, client_image: str, receiver: tuple[str, str, str]
+    mail_fleet: MailFleet, clients: dict[str, tuple[str, str]],
+    receiver: tuple[str, str, str],
 ) -> None:
     host, address, rcpt = receiver
     listed, _ = dnsbl_addresses(mail_fleet.lab.config)
-    replies = _session(mail_fleet, client_image, listed, address, rcpt)
+    assert clients["listed"][1] == listed
+    replies = _session(mail_fleet, clients["listed"], address, rcpt)
     assert replies["RCPT"].startswith("550 5.7.1"), replies
     assert f"client [{listed}] blocked using {DNSBL_ZONE}" in replies["RCPT"], replies
     assert _log_has(mail_fleet, host, _re(f"DNSBL rank 3 for [{listed}]"))
 
 
 def test_a_query_refused_answer_is_no_listing_and_is_logged(
-    mail_fleet: MailFleet, client_image: str, receiver: tuple[str, str, str]
+    mail_fleet: MailFleet, clients: dict[str, tuple[str, str]],
+    receiver: tuple[str, str, str],
 ) -> None:
     host, address, rcpt = receiver
     _, refused = dnsbl_addresses(mail_fleet.lab.config)
-    replies = _session(mail_fleet, client_image, refused, address, rcpt)
+    assert clients["refused"][1] == refused
+    replies = _session(mail_fleet, clients["refused"], address, rcpt)
     assert replies["RCPT"].startswith("250"), replies
     assert _log_has(mail_fleet, host,
                     _re(f"addr {refused} listed by domain {DNSBL_ZONE} as 127.255.255.254"))
 
 
 def test_a_client_talking_before_the_greeting_is_refused(
-    mail_fleet: MailFleet, client_image: str, receiver: tuple[str, str, str]
+    mail_fleet: MailFleet, clients: dict[str, tuple[str, str]],
+    receiver: tuple[str, str, str],
 ) -> None:
     host, address, rcpt = receiver
-    early = str(mail_fleet.lab.config.subnet.network_address + 252)
-    replies = _session(mail_fleet, client_image, early, address, rcpt, early=True)
+    early = clients["early"][1]
+    replies = _session(mail_fleet, clients["early"], address, rcpt, early=True)
     assert replies["RCPT"].startswith("5"), replies
     assert _log_has(mail_fleet, host, "PREGREET [0-9]+ after .* from " + _re(f"[{early}]"))
 
