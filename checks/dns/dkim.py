@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from mailfleet.checks.dns.lookups import Resolvers
-from mailfleet.checks.dns.report import ERROR, OK, WARNING, DnsReport, no_answer
+from mailfleet.checks.dns.report import ERROR, OK, WARNING, DnsReport, no_answer, several
 
 
 def parse_tags(record: str) -> tuple[dict[str, str], list[str]]:
@@ -92,9 +92,7 @@ def check_dkim(res: Resolvers, report: DnsReport, domain: str, selector: str,
                    f"no DKIM record for {use} {selector!r} at {name}: {fix}",
                    seen="none", expected="v=DKIM1; k=rsa; p=...")
         return
-    if len(records) > 1:
-        report.add("dkim", subject, ERROR, f"{name} has {len(records)} DKIM records",
-                   seen=" | ".join(records), expected="exactly one")
+    if several(report, "dkim", subject, name, "DKIM", records):
         return
     tags, errors = parse_tags(records[0])
     if tags.get("v", "DKIM1") != "DKIM1":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mailfleet.checks.dns.lookups import Resolvers
-from mailfleet.checks.dns.report import ERROR, OK, WARNING, DnsReport, no_answer
+from mailfleet.checks.dns.report import ERROR, OK, WARNING, DnsReport, no_answer, several
 
 _POLICIES = ("none", "quarantine", "reject")
 
@@ -46,9 +46,7 @@ def check_dmarc(res: Resolvers, report: DnsReport, domain: str) -> None:
         report.add("dmarc", domain, WARNING, f"no DMARC record at {name}", seen="none",
                    expected="v=DMARC1; p=...")
         return
-    if len(records) > 1:
-        report.add("dmarc", domain, ERROR, f"{name} has {len(records)} DMARC records",
-                   seen=" | ".join(records), expected="exactly one")
+    if several(report, "dmarc", domain, name, "DMARC", records):
         return
     tags, errors = parse_dmarc(records[0])
     if errors:

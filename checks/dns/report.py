@@ -59,6 +59,16 @@ def no_answer(report: DnsReport, check: str, subject: str, lk: Lookup, what: str
                resolvers=lk.who_said_what(), reason=lk.failure_reason())
 
 
+def several(report: DnsReport, check: str, subject: str, name: str, kind: str,
+            records: Sequence[str]) -> bool:
+    """An error when ``name`` holds more than one ``kind`` record (DKIM, DMARC); True then."""
+    if len(records) <= 1:
+        return False
+    report.add(check, subject, ERROR, f"{name} has {len(records)} {kind} records",
+               seen=" | ".join(records), expected="exactly one")
+    return True
+
+
 def flag_disagreement(report: DnsReport, check: str, subject: str, lk: Lookup) -> None:
     if lk.disagree:
         report.add(check, subject, WARNING,
