@@ -9,9 +9,6 @@ import uuid
 from pathlib import Path
 
 import dkim
-import dns.query
-import dns.tsigkeyring
-import dns.update
 import pytest
 
 from mailfleet.checks import PROBES, Deadline, ProbeOptions, Status, Target
@@ -19,8 +16,8 @@ from tests.integration.conftest import MailFleet, PlaybookRun, run_playbook
 from tests.integration.test_mail_auth import (
     _authentication_results,
     _lab_txt,
-    _lab_vars,
     _message,
+    _update_txt,
 )
 from tests.integration.test_mail_stack import wait_for_subject
 
@@ -54,20 +51,6 @@ def _dns_check(fleet: MailFleet, host: str, domain: str, address: str,
     return result.status, result.error
 
 
-def _update(fleet: MailFleet, domain: str, name: str, value: str | None) -> None:
-    """Publish (or, with None, remove) a TXT record as the operator would at their DNS."""
-    update_vars = _lab_vars(fleet)["rspamd_dkim_dns_update"]
-    keyring = dns.tsigkeyring.from_text({update_vars["key_name"]: update_vars["key_secret"]})
-    upd = dns.update.UpdateMessage(domain, keyring=keyring,
-                                   keyalgorithm=update_vars["key_algorithm"])
-    if value is None:
-        upd.delete(name, "TXT")
-    else:
-        upd.replace(name, 300, "TXT", value)
-    reply = dns.query.tcp(upd, update_vars["server"], port=int(update_vars["port"]), timeout=5)
-    assert reply.rcode() == 0, f"the lab DNS refused the update: {reply}"
-
-
 def test_a_rotated_selector_is_critical_until_its_printed_record_is_published(
     mail_fleet: MailFleet, tmp_path: Path
 ) -> None:
@@ -94,7 +77,8 @@ def test_a_rotated_selector_is_critical_until_its_printed_record_is_published(
         # The operator publishes the record as printed: 255-byte strings of one TXT record.
         strings = re.findall(r'"([^"]*)"', printed.group(1))  # the output wraps between them
         assert len(strings) == 2 and len(strings[0]) == 255, strings
-        _update(mail_fleet, domain, SELECTOR + "._domainkey", " ".join(f'"{s}"' for s in strings))
+        _update_txt(mail_fleet, domain, SELECTOR + "._domainkey",
+                    " ".join(f'"{s}"' for s in strings))
         status, error = _dns_check(mail_fleet, h.name, domain, h.address, h.fqdn)
         assert status == Status.OK, error
         pre = run_playbook(mail_fleet.inventory, "playbooks/dns_check.yml", ["--limit", h.name],
@@ -113,4 +97,4 @@ def test_a_rotated_selector_is_critical_until_its_printed_record_is_published(
         assert dkim.verify(raw, dnsfunc=lambda n, timeout=5: _lab_txt(mail_fleet, n))
     finally:
         _rspamd(mail_fleet, h.name, tmp_path)
-        _update(mail_fleet, domain, SELECTOR + "._domainkey", None)
+        _update_txt(mail_fleet, domain, SELECTOR + "._domainkey", None)

@@ -131,18 +131,27 @@ def test_forged_sender_is_marked_as_its_domains_dmarc_policy_says(mail_fleet: Ma
     assert msg["X-Spam"] == "Yes", raw.decode(errors="replace")[:3000]
 
 
+def _update_txt(fleet: MailFleet, domain: str, name: str, value: str | None) -> None:
+    """Set (or, with None, remove) a TXT record of ``domain`` in the lab DNS, by a
+    TSIG-signed update with the lab's key, as an operator would at their DNS."""
+    update_vars = _lab_vars(fleet)["rspamd_dkim_dns_update"]
+    keyring = dns.tsigkeyring.from_text({update_vars["key_name"]: update_vars["key_secret"]})
+    upd = dns.update.UpdateMessage(domain, keyring=keyring,
+                                   keyalgorithm=update_vars["key_algorithm"])
+    if value is None:
+        upd.delete(name, "TXT")
+    else:
+        upd.replace(name, 300, "TXT", value)
+    reply = dns.query.tcp(upd, update_vars["server"], port=int(update_vars["port"]), timeout=5)
+    assert reply.rcode() == 0, f"the lab DNS refused the update: {reply}"
+
+
 @contextlib.contextmanager
 def _dmarc_policy(fleet: MailFleet, domain: str, policy: str) -> Iterator[None]:
     """Publish ``p=policy`` for ``domain`` in the lab DNS (TSIG-signed update) for a while."""
-    update_vars = _lab_vars(fleet)["rspamd_dkim_dns_update"]
-    keyring = dns.tsigkeyring.from_text({update_vars["key_name"]: update_vars["key_secret"]})
 
     def publish(p: str) -> None:
-        upd = dns.update.UpdateMessage(domain, keyring=keyring,
-                                       keyalgorithm=update_vars["key_algorithm"])
-        upd.replace("_dmarc", 300, "TXT", f'"v=DMARC1; p={p}; rua=mailto:postmaster@{domain}"')
-        reply = dns.query.tcp(upd, update_vars["server"], port=int(update_vars["port"]), timeout=5)
-        assert reply.rcode() == 0, f"the lab DNS refused the update: {reply}"
+        _update_txt(fleet, domain, "_dmarc", f'"v=DMARC1; p={p}; rua=mailto:postmaster@{domain}"')
 
     publish(policy)
     try:
