@@ -231,6 +231,11 @@ class Lab:
                 "--no-hosts",
                 # exactly what fail2ban's nftables ban rules inside the host need
                 "--cap-add", "NET_ADMIN",
+                # what root has on a real host and Debian's init scripts rely on:
+                # start-stop-daemon --exec reads /proc/<pid>/exe of daemons that run
+                # as their own user (redis); without it "stop" finds nothing to stop
+                # and a restart leaves the old process running
+                "--cap-add", "SYS_PTRACE",
                 "--label", cfg.label, "--label", f"mailfleet.host={h.name}",
                 "--label", f"mailfleet.release={h.release}",
                 h.debian.image, "/sbin/init",
