@@ -158,6 +158,19 @@ class MailFleet:
         h = self.host(host)
         return _NamedIMAP4SSL(h.address, port, h.fqdn, self.tls_context(), timeout)
 
+    # -- logs --------------------------------------------------------------------
+    def log_line(self, host: str, path: str, pattern: str, timeout: float = 15) -> str | None:
+        """The last line of ``path`` on ``host`` matching ``pattern`` (an extended
+        regex), waited for up to ``timeout`` seconds; None if none came."""
+        deadline = time.monotonic() + timeout
+        while True:
+            grep = self.lab.exec(host, ["grep", "-aE", pattern, path], check=False)
+            if grep.returncode == 0:
+                return grep.stdout.decode(errors="replace").splitlines()[-1]
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.5)
+
     # -- playbooks ---------------------------------------------------------------
     def playbook(
         self,

@@ -105,15 +105,7 @@ def _session(fleet: MailFleet, client: tuple[str, str], host: str, rcpt: str,
 
 def _log_has(fleet: MailFleet, host: str, pattern: str, timeout: float = 15) -> bool:
     """Postfix's log on ``host`` gets a line matching ``pattern`` (an extended regex)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        grep = fleet.lab.exec(host, ["grep", "-cE", pattern, "/var/log/postfix.log"],
-                              check=False)
-        if grep.returncode == 0:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.3)
+    return fleet.log_line(host, "/var/log/postfix.log", pattern, timeout) is not None
 
 
 def _re(text: str) -> str:
