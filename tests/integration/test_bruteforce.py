@@ -1,5 +1,6 @@
 """Login guessing as the converged fleet meets it: an address that fails ten logins is
-refused on every login port of that host until its ban ends, by fail2ban's nftables
+refused on every login port of that host (IMAPS, submission, submissions, ManageSieve)
+until its ban ends, by fail2ban's nftables
 rule inside the host; the allow-listed monitor (the controller) is never banned.
 
 The guesser is mx3, another lab host; the bans it gets are the lab's short ones
@@ -24,13 +25,36 @@ BAN_SECONDS = 30
 # Runs on the guessing host: GUESSES wrong passwords at once against one service,
 # then, every half second, whether each login port still answers.
 GUESSER = r"""
-import imaplib, json, smtplib, socket, ssl, sys, time
+import base64, imaplib, json, smtplib, socket, ssl, sys, time
 from concurrent.futures import ThreadPoolExecutor
 target, service, user, guesses = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
 
+def sieve_reply(reader):
+    while True:
+        line = reader.readline()
+        if not line:
+            raise ConnectionError("ManageSieve closed the connection")
+        if line.startswith((b"OK", b"NO", b"BYE")):
+            return line
+
+def sieve_login(i):
+    with socket.create_connection((target, 4190), timeout=20) as raw:
+        sieve_reply(raw.makefile("rb"))
+        raw.sendall(b"STARTTLS\r\n")
+        sieve_reply(raw.makefile("rb"))
+        with ctx.wrap_socket(raw) as tls:
+            reader = tls.makefile("rb")
+            sieve_reply(reader)
+            cred = base64.b64encode(f"\0{user}\0wrong-{i}".encode()).decode()
+            tls.sendall(f'AUTHENTICATE "PLAIN" "{cred}"\r\n'.encode())
+            line = sieve_reply(reader)
+    return "accepted?!" if line.startswith(b"OK") else line.decode()[:60]
+
 def guess(i):
     try:
+        if service == "sieve":
+            return sieve_login(i)
         if service == "imap":
             imap = imaplib.IMAP4_SSL(target, 993, ssl_context=ctx, timeout=20)
             try:
@@ -41,7 +65,7 @@ def guess(i):
             with smtplib.SMTP(target, 587, timeout=20) as smtp:
                 smtp.starttls(context=ctx)
                 smtp.login(user, f"wrong-{i}")
-    except (imaplib.IMAP4.error, smtplib.SMTPException) as exc:
+    except (imaplib.IMAP4.error, smtplib.SMTPException, OSError) as exc:
         return str(exc)[:60]
     return "accepted?!"
 
@@ -55,10 +79,11 @@ def answers_on(port):
     except OSError:
         return False
 
+PORTS = (993, 587, 465, 4190)
 deadline = time.monotonic() + 20
-while time.monotonic() < deadline and any(answers_on(p) for p in (993, 587, 465)):
+while time.monotonic() < deadline and any(answers_on(p) for p in PORTS):
     time.sleep(0.5)
-print(json.dumps({"answers": answers, "open": {p: answers_on(p) for p in (993, 587, 465)}}))
+print(json.dumps({"answers": answers, "open": {p: answers_on(p) for p in PORTS}}))
 """
 
 
@@ -72,8 +97,10 @@ def _guess(fleet: MailFleet, guesser: str, target: str, service: str) -> dict[st
 
 
 def _open_from(fleet: MailFleet, guesser: str, target: str) -> bool:
-    probe = (f"import socket; socket.create_connection(('{fleet.host(target).address}', 993),"
-             " timeout=3).close()")
+    """Whether ``guesser`` reaches IMAPS and ManageSieve on ``target`` again."""
+    address = fleet.host(target).address
+    probe = (f"import socket\nfor port in (993, 4190):\n"
+             f"    socket.create_connection(('{address}', port), timeout=3).close()")
     return fleet.lab.exec(guesser, ["python3", "-c", probe], check=False).returncode == 0
 
 
@@ -96,21 +123,24 @@ def test_guessing_bans_the_address_on_every_login_port_until_the_ban_ends(
     mail_fleet: MailFleet,
 ) -> None:
     # mx2 (Debian 13, Dovecot 2.4's log format) is guessed at over IMAP, mx1
-    # (Debian 12) over SMTP AUTH on 587: both jails, both releases.
-    with ThreadPoolExecutor(3) as pool:
-        imap_attack = pool.submit(_guess, mail_fleet, "mx3", "mx2", "imap")
-        smtp_attack = pool.submit(_guess, mail_fleet, "mx3", "mx1", "smtp")
+    # (Debian 12) over SMTP AUTH on 587, both by mx3: both jails, both releases;
+    # and mx3 over ManageSieve, by mx1.
+    attacks = (("mx3", "mx2", "imap", "mailfleet-dovecot"),
+               ("mx3", "mx1", "smtp", "mailfleet-postfix-sasl"),
+               ("mx1", "mx3", "sieve", "mailfleet-dovecot"))
+    with ThreadPoolExecutor(len(attacks) + 1) as pool:
+        futures = [pool.submit(_guess, mail_fleet, guesser, target, service)
+                   for guesser, target, service, _ in attacks]
         monitor = pool.submit(_monitor_fails_logins, mail_fleet, "mx2")
-        imap_result, smtp_result = imap_attack.result(), smtp_attack.result()
+        results = [future.result() for future in futures]
         monitor.result()
     banned_at = time.monotonic()
-    for host, result in (("mx2", imap_result), ("mx1", smtp_result)):
+    for (guesser, target, service, jail), result in zip(attacks, results, strict=True):
         assert "accepted?!" not in result["answers"], result  # type: ignore[operator]
-        assert result["open"] == {"993": False, "587": False, "465": False}, (
-            f"mx3 still reaches {host} after {GUESSES} failed logins: {result}")
-    for host, jail in (("mx2", "mailfleet-dovecot"), ("mx1", "mailfleet-postfix-sasl")):
-        status = mail_fleet.lab.exec(host, ["fail2ban-client", "status", jail]).stdout.decode()
-        assert mail_fleet.host("mx3").address in status, f"{host} {jail}: {status}"
+        assert result["open"] == {"993": False, "587": False, "465": False, "4190": False}, (
+            f"{guesser} still reaches {target} after {GUESSES} failed {service} logins: {result}")
+        status = mail_fleet.lab.exec(target, ["fail2ban-client", "status", jail]).stdout.decode()
+        assert mail_fleet.host(guesser).address in status, f"{target} {jail}: {status}"
     # the monitor's own failed logins (above, in parallel) counted for nothing: it
     # still logs in on the host that bans mx3
     imap = mail_fleet.imaps("mx2")
@@ -118,6 +148,6 @@ def test_guessing_bans_the_address_on_every_login_port_until_the_ban_ends(
     imap.logout()
     # the ban ends by itself
     deadline = banned_at + BAN_SECONDS + 30
-    while not (_open_from(mail_fleet, "mx3", "mx2") and _open_from(mail_fleet, "mx3", "mx1")):
+    while not all(_open_from(mail_fleet, guesser, target) for guesser, target, _, _ in attacks):
         assert time.monotonic() < deadline, "the bans did not end"
         time.sleep(1)

@@ -117,13 +117,13 @@ def test_mail_between_hosts_passes_dkim_spf_and_dmarc(
 
 def test_forged_sender_is_marked_as_its_domains_dmarc_policy_says(mail_fleet: MailFleet) -> None:
     """example1.test publishes p=quarantine: mail claiming it from outside its SPF is
-    delivered marked as spam (X-Spam: Yes, which Junk filing acts on), the verdicts
-    in Authentication-Results."""
+    marked as spam (X-Spam: Yes) and filed into Junk by the global Sieve script, the
+    verdicts in Authentication-Results."""
     receiver = mail_fleet.user("mx2")
     subject = f"forged {uuid.uuid4()}"
     _send_from_outside(mail_fleet, "mx2",
                        _message(mail_fleet.user("mx1").address, receiver.address, subject))
-    raw = wait_for_subject(mail_fleet, receiver, subject)
+    raw = wait_for_subject(mail_fleet, receiver, subject, mailbox="Junk")
     results = _authentication_results(raw, mail_fleet.host("mx2").fqdn)
     assert "spf=fail" in results and "dkim=none" in results, results
     assert "dmarc=fail" in results and "policy=quarantine" in results, results
