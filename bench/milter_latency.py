@@ -1,7 +1,7 @@
 """Milter bench: what rspamd in Postfix's path costs a delivery, as the sync probe sees it,
-with and without the milter, on the same converged lab hosts; and rspamd's memory (PSS)
-per host. rspamd scans during DATA, before Postfix's 250, so the sync probe's
-``delivery_latency_seconds`` (250 -> IDLE reports it) alone would not show it: the
+with and without the milter, on the same converged lab hosts; and the memory (PSS) of
+rspamd and of its Redis per host. rspamd scans during DATA, before Postfix's 250, so the
+sync probe's ``delivery_latency_seconds`` (250 -> IDLE reports it) alone would not show it: the
 figure here is its ``submit`` phase (connect, STARTTLS, AUTH, the message, 250) plus that
 latency, submission on a host's 587 to the message visible in the same host's INBOX.
 
@@ -56,11 +56,12 @@ def latencies(lab: Lab, host: str, rounds: int) -> list[float]:
     return found
 
 
-def rspamd_pss_kib(lab: Lab, host: str) -> int:
-    """PSS of every rspamd process on the host (main and workers), from smaps_rollup."""
-    script = ("for p in $(pidof rspamd); do awk '/^Pss:/{s+=$2} END{print s}' "
+def pss_kib(lab: Lab, host: str, program: str) -> int:
+    """PSS of every process of ``program`` on the host (rspamd: main and workers),
+    from smaps_rollup; 0 when none runs."""
+    script = (f"for p in $(pidof {program}); do awk '/^Pss:/{{s+=$2}} END{{print s}}' "
               "/proc/$p/smaps_rollup; done")
-    out = lab.exec(host, ["sh", "-c", script]).stdout.decode().split()
+    out = lab.exec(host, ["sh", "-c", script], check=False).stdout.decode().split()
     return sum(int(x) for x in out)
 
 
@@ -91,7 +92,8 @@ def main() -> int:
     lab.require_up()
     hosts = args.hosts.split(",")
     with_milter = {h: latencies(lab, h, args.rounds) for h in hosts}
-    memory = {h: rspamd_pss_kib(lab, h) for h in hosts}
+    memory = {h: pss_kib(lab, h, "rspamd") for h in hosts}
+    redis = {h: pss_kib(lab, h, "redis-server") for h in hosts}
     set_milters(lab, hosts, on=False)
     try:
         without = {h: latencies(lab, h, args.rounds) for h in hosts}
@@ -101,7 +103,8 @@ def main() -> int:
         release = lab.host(h).release
         print(f"{h} (Debian {release}) with rspamd:    {summary(with_milter[h])}")
         print(f"{h} (Debian {release}) without rspamd: {summary(without[h])}")
-        print(f"{h} rspamd PSS: {memory[h] / 1024:.0f} MiB")
+        print(f"{h} rspamd PSS: {memory[h] / 1024:.0f} MiB, its Redis (Bayes): "
+              f"{redis[h] / 1024:.1f} MiB")
     for h in hosts:
         delta = (statistics.median(with_milter[h]) - statistics.median(without[h])) * 1000
         print(f"{h}: rspamd adds {delta:+.1f} ms to the median delivery (goal: under +50 ms)")
