@@ -25,3 +25,20 @@ def test_unset_certificate_source_fails_in_preflight_naming_the_choices(tmp_path
     assert proc.returncode != 0, out
     assert "set mail_tls_source to one of acme" in out and "provided" in out and "lab_ca" in out
     assert "Deploy the mail stack" not in out, "a host was touched after a failed preflight"
+
+
+def test_a_sieve_setting_pigeonhole_cannot_read_fails_in_preflight(tmp_path: Path) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"mailservers": {"hosts": {
+        "mx9": {"ansible_connection": "local", "mail_hostname": "mx9.example.org",
+                "mail_domains": ["example.org"], "mail_users": [], "mail_tls_source": "lab_ca",
+                "dovecot_sieve_redirect_envelope_from": "forwarder"}}}}}}))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(ROOT / "playbooks" / "mail.yml")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "dovecot_sieve_redirect_envelope_from (forwarder) one of recipient" in " ".join(
+        out.split()), out
+    assert "Deploy the mail stack" not in out, "a host was touched after a failed preflight"
