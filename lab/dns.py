@@ -46,6 +46,10 @@ def zones(config: LabConfig, hosts: list[LabHost], serial: int) -> dict[str, str
     forward += [f"{h.name} 300 IN A {h.address}\n" for h in hosts]
     rev = [f"$ORIGIN {reverse_zone(config)}.\n", _soa(serial)]
     rev += [f"{h.address.rsplit('.', 1)[1]} 300 IN PTR {h.fqdn}.\n" for h in hosts]
+    # The gateway (the controller, which the tests send "outside" mail from) has
+    # forward-confirmed reverse DNS, as any host that sends mail on the internet
+    # has: without it rspamd scores its mail as from an unknown host.
+    rev.append(f"{config.gateway.rsplit('.', 1)[1]} 300 IN PTR ns.{DOMAIN}.\n")
     result = {DOMAIN: "".join(forward), reverse_zone(config): "".join(rev)}
     listed, refused = dnsbl_addresses(config)
     result[DNSBL_ZONE] = "".join([
