@@ -1,44 +1,43 @@
-"""A choice only the operator can make has no default: preflight says so, touching no host."""
+"""A choice only the operator can make has no default, and a setting the daemons cannot
+read is refused: preflight says so, touching no host."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_unset_certificate_source_fails_in_preflight_naming_the_choices(tmp_path: Path) -> None:
+def _preflight_fails(tmp_path: Path, **host_vars: Any) -> str:
+    """Run playbooks/mail.yml on one host with ``host_vars``; it must stop in preflight.
+
+    A local connection: preflight is controller-side only, and nothing may leave this
+    machine. Returns the run's output, its whitespace folded (Ansible wraps messages)."""
     inventory = tmp_path / "hosts.yml"
-    # A local connection: preflight is controller-side only, and nothing may leave this machine.
     inventory.write_text(yaml.safe_dump({"all": {"children": {"mailservers": {"hosts": {
         "mx9": {"ansible_connection": "local", "mail_hostname": "mx9.example.org",
-                "mail_domains": ["example.org"], "mail_users": []}}}}}}))
+                "mail_domains": ["example.org"], "mail_users": [], **host_vars}}}}}}))
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     proc = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), str(ROOT / "playbooks" / "mail.yml")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "set mail_tls_source to one of acme" in out and "provided" in out and "lab_ca" in out
     assert "Deploy the mail stack" not in out, "a host was touched after a failed preflight"
+    return " ".join(out.split())
+
+
+def test_unset_certificate_source_fails_in_preflight_naming_the_choices(tmp_path: Path) -> None:
+    out = _preflight_fails(tmp_path)
+    assert "set mail_tls_source to one of acme" in out and "provided" in out and "lab_ca" in out
 
 
 def test_a_sieve_setting_pigeonhole_cannot_read_fails_in_preflight(tmp_path: Path) -> None:
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"mailservers": {"hosts": {
-        "mx9": {"ansible_connection": "local", "mail_hostname": "mx9.example.org",
-                "mail_domains": ["example.org"], "mail_users": [], "mail_tls_source": "lab_ca",
-                "dovecot_sieve_redirect_envelope_from": "forwarder"}}}}}}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(ROOT / "playbooks" / "mail.yml")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
-    assert "dovecot_sieve_redirect_envelope_from (forwarder) one of recipient" in " ".join(
-        out.split()), out
-    assert "Deploy the mail stack" not in out, "a host was touched after a failed preflight"
+    out = _preflight_fails(tmp_path, mail_tls_source="lab_ca",
+                           dovecot_sieve_redirect_envelope_from="forwarder")
+    assert "dovecot_sieve_redirect_envelope_from (forwarder) one of recipient" in out, out
