@@ -15,6 +15,9 @@ Configuration keys (``MAILFLEET_*``; ``mailfleet serve`` fills them from flags):
 ``MAILFLEET_ALLOW_ANY_TARGET``     let ``/probe`` probe targets outside the inventory
 ``MAILFLEET_START_SCHEDULER``      start sweeping in the background (``serve`` does)
 ``MAILFLEET_INVENTORY_REFRESH``    seconds between re-reads of the inventory (default 300)
+``MAILFLEET_SHARD``                a ``Shard``: sweep only its hosts (default: the whole fleet)
+``MAILFLEET_PROMETHEUS``           Prometheus' base URL: the fleet pages read the whole fleet
+                                 from its HTTP API (checked at start-up)
 
 Features are blueprints, each in its own module with ``init_app(app)``; a new
 page adds its module to ``FEATURE_MODULES``.
@@ -31,7 +34,9 @@ from typing import Any
 from flask import Flask
 
 from mailfleet.dashboard.monitor import Inventory, Monitor
+from mailfleet.dashboard.promfleet import PrometheusFleet, check_url
 from mailfleet.dashboard.scheduler import Scheduler
+from mailfleet.dashboard.shard import WHOLE_FLEET
 from mailfleet.dashboard.store import ResultStore
 
 # Modules with ``init_app(app)`` that register one feature's blueprint, in order.
@@ -52,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "MAILFLEET_ALLOW_ANY_TARGET": False,
     "MAILFLEET_START_SCHEDULER": False,
     "MAILFLEET_INVENTORY_REFRESH": 300.0,
+    "MAILFLEET_SHARD": WHOLE_FLEET,
+    "MAILFLEET_PROMETHEUS": None,
 }
 
 
@@ -73,6 +80,12 @@ def build_monitor(config: Mapping[str, Any]) -> Monitor:
         db = Path(tempfile.mkdtemp(prefix="mailfleet-")) / "results.sqlite3"
     store = ResultStore(db, retention=float(config["MAILFLEET_RETENTION"]))
     interval = float(config["MAILFLEET_INTERVAL"])
+    shard = config["MAILFLEET_SHARD"]
+    prometheus = None
+    if config["MAILFLEET_PROMETHEUS"]:
+        # PrometheusError when it does not answer: a clear error at start-up, not later.
+        prometheus = PrometheusFleet(check_url(config["MAILFLEET_PROMETHEUS"]),
+                                     ttl=max(2.0, min(15.0, interval / 4)))
     scheduler = Scheduler(
         inventory.refreshed_hosts,
         store,
@@ -80,6 +93,7 @@ def build_monitor(config: Mapping[str, Any]) -> Monitor:
         interval=interval,
         concurrency=int(config["MAILFLEET_CONCURRENCY"]),
         per_host=int(config["MAILFLEET_PER_HOST"]),
+        shard=shard,
     )
     return Monitor(
         inventory=inventory,
@@ -88,6 +102,8 @@ def build_monitor(config: Mapping[str, Any]) -> Monitor:
         probes_override=config["MAILFLEET_PROBES"],
         allow_any_target=bool(config["MAILFLEET_ALLOW_ANY_TARGET"]),
         interval=interval,
+        shard=shard,
+        prometheus=prometheus,
     )
 
 

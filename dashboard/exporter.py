@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
 from mailfleet.dashboard.metrics import (
+    MeshTally,
     Sample,
     check_labels,
     counter_family,
@@ -33,6 +34,7 @@ from mailfleet.dashboard.metrics import (
     with_labels,
 )
 from mailfleet.dashboard.monitor import Monitor, current_monitor
+from mailfleet.dashboard.scheduler import is_mesh_check
 from mailfleet.dashboard.targets import WatchedHost
 
 bp = Blueprint("exporter", __name__)
@@ -67,10 +69,14 @@ class FleetCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         mon = self.monitor
-        names = {h.name for h in mon.inventory.hosts()}
+        names = {h.name for h in mon.own_hosts()}
         samples: list[Sample] = []
+        mesh = MeshTally()
         for r in mon.store.latest():
             if r.host not in names:
+                continue
+            if is_mesh_check(r.check):
+                mesh.add(r.host, r)
                 continue
             labels = {"host": r.host}
             samples.extend(with_labels(result_samples(r), labels))
@@ -83,6 +89,7 @@ class FleetCollector(Collector):
                     Sample("mailfleet_probe_last_success_timestamp_seconds",
                            {**labels, **check_labels(r.check)}, r.last_success_at)
                 )
+        samples.extend(mesh.samples())
         yield from gauge_families(samples, label_order=("host", "check"))
 
 
@@ -99,9 +106,15 @@ class SelfCollector(Collector):
         mon = self.monitor
         yield build_info()
         yield GaugeMetricFamily(
-            "mailfleet_targets", "Inventory hosts watched by this exporter.",
-            value=len(mon.inventory.hosts()),
+            "mailfleet_targets", "Inventory hosts watched by this exporter (its shard's).",
+            value=len(mon.own_hosts()),
         )
+        shard = GaugeMetricFamily(
+            "mailfleet_shard_info", "The shard this exporter watches (--shard SHARD/SHARDS; "
+            "0/1 when it watches the whole inventory), value 1.", labels=["shard", "shards"],
+        )
+        shard.add_metric([str(mon.shard.index), str(mon.shard.count)], 1.0)
+        yield shard
         yield GaugeMetricFamily(
             "mailfleet_inventory_ok",
             "1 if the last read of the inventory worked (0: the previous hosts are kept).",
@@ -174,7 +187,7 @@ class MetricsPage:
         self._rendered_at = -math.inf
 
     def fleet_text(self) -> bytes:
-        key = (self.monitor.store.generation, id(self.monitor.inventory.hosts()))
+        key = (self.monitor.store.generation, id(self.monitor.own_hosts()))
         with self._lock:
             fresh = time.monotonic() - self._rendered_at < self.max_staleness
             if key != self._key and not (fresh and self._key is not None):
@@ -251,6 +264,15 @@ def probe() -> Response:
                 "--allow-any-target",
             )
         host = _ad_hoc_host(target)
+    elif not mon.shard.owns(host.name):
+        # Prometheus' hashmod sent another shard's host here: its relabelling and this
+        # watcher's --shard disagree, and probing anyway would hide that.
+        return _text(
+            421,
+            f"host {host.name!r} belongs to shard {mon.owner_of(host.name)}, and this exporter "
+            f"is shard {mon.shard}: keep the targets whose hashmod of __address__ "
+            f"(modulus {mon.shard.count}) is {mon.shard.index}",
+        )
     budget = _scrape_budget(host.options, mon.probe_margin)
     started = time.monotonic()
     result = fn(host.target, host.options, Deadline(budget))
@@ -283,7 +305,9 @@ def sd_entry(host: WatchedHost, module: str | None) -> dict[str, object]:
 
 @bp.get("/sd")
 def service_discovery() -> Response:
-    """One target group per inventory host (``?module=`` keeps hosts with that check)."""
+    """One target group per inventory host (``?module=`` keeps hosts with that check).
+
+    Every host, whichever shard watches it: Prometheus' ``hashmod`` splits them."""
     mon = current_monitor()
     module = request.args.get("module", "").strip() or None
     group = request.args.get("group", "").strip() or None
@@ -302,7 +326,8 @@ def healthz() -> tuple[dict[str, object], int]:
     body: dict[str, object] = {
         "status": "ok",
         "version": version(),
-        "hosts": len(mon.inventory.hosts()),
+        "hosts": len(mon.own_hosts()),
+        "shard": str(mon.shard),
         "inventory_error": mon.inventory.last_error or None,
     }
     if mon.scheduler is not None:
@@ -313,7 +338,7 @@ def healthz() -> tuple[dict[str, object], int]:
         body["sweeps"] = stats.sweeps
         body["last_sweep_age_seconds"] = round(age, 3) if last is not None else None
         # Three intervals plus the longest probe budget without a finished sweep: stalled.
-        slack = max((h.options.timeout for h in mon.inventory.hosts()), default=10.0)
+        slack = max((h.options.timeout for h in mon.own_hosts()), default=10.0)
         if age > 3 * mon.interval + slack:
             body["status"] = "stalled"
             return body, 503

@@ -86,9 +86,11 @@ GAUGES: dict[str, str] = {
     "mailfleet_sync_latency_seconds": "Sync latency by kind: delivery (submitted to visible "
     "over IMAP), push (submitted to announced by IDLE), client (change by one client seen "
     "by another), append.",
-    "mailfleet_sync_mesh_latency_seconds": "Fleet mesh: submitted on host `source` to "
-    "visible over IMAP on this host, over the real MX path (one pair per host per sweep, "
-    "rotating).",
+    "mailfleet_sync_mesh_pairs": "Fleet mesh: pairs into this host (mail submitted on "
+    "another host, read here over IMAP) whose latest probe succeeded (result=ok) or failed "
+    "(result=failed). Per host, not per pair: n hosts make 2n series, not n(n-1).",
+    "mailfleet_sync_mesh_latency_max_seconds": "Fleet mesh: the slowest latest delivery "
+    "into this host over the real MX path, among the pairs that succeeded.",
     "mailfleet_dns_mx_ok": "1 if every mail domain's MX points at this server.",
     "mailfleet_dns_rdns_ok": "1 if the server address has forward-confirmed rDNS "
     "matching mail_hostname.",
@@ -194,12 +196,6 @@ def _sync(values: Mapping[str, Any]) -> Iterator[Sample]:
             yield Sample("mailfleet_sync_latency_seconds", {"kind": kind}, number)
 
 
-def _sync_mesh(values: Mapping[str, Any]) -> Iterator[Sample]:
-    number = _number(SyncValues.of(values).delivery_latency_seconds)
-    if number is not None:
-        yield Sample("mailfleet_sync_mesh_latency_seconds", {}, number)
-
-
 def _dns(values: Mapping[str, Any]) -> Iterator[Sample]:
     v = DnsValues.of(values)
     # SPF and DMARC: a missing record is only a warning finding (spf_ok/dmarc_ok stay
@@ -252,8 +248,41 @@ EXTRACTORS: Mapping[str, Extractor] = {
     "dns": _dns,
     "server": _server,
     "sync": _sync,
-    "sync_mesh": _sync_mesh,
 }
+
+
+class MeshTally:
+    """The fleet mesh's pairs as a bounded set of samples per destination host.
+
+    A pair's latest result is stored on its destination as ``sync_mesh:<source>``;
+    exporting each pair would make n(n-1) series (249,500 for 500 hosts, several
+    families each). The tally keeps, per destination, how many of its pairs are
+    ok and failed and the slowest successful delivery: 3 series per host. Which
+    source fails is on the host's page and in ``/api/hosts/<name>``.
+    """
+
+    def __init__(self) -> None:
+        self._ok: dict[str, int] = {}
+        self._failed: dict[str, int] = {}
+        self._slowest: dict[str, float] = {}
+
+    def add(self, host: str, result: ResultLike) -> None:
+        if not result.success:
+            self._failed[host] = self._failed.get(host, 0) + 1
+            return
+        self._ok[host] = self._ok.get(host, 0) + 1
+        latency = _number(SyncValues.of(result.values).delivery_latency_seconds)
+        if latency is not None:
+            self._slowest[host] = max(latency, self._slowest.get(host, 0.0))
+
+    def samples(self) -> Iterator[Sample]:
+        for host in sorted(set(self._ok) | set(self._failed)):
+            for word, counts in (("ok", self._ok), ("failed", self._failed)):
+                yield Sample("mailfleet_sync_mesh_pairs", {"host": host, "result": word},
+                             float(counts.get(host, 0)))
+            if host in self._slowest:
+                yield Sample("mailfleet_sync_mesh_latency_max_seconds", {"host": host},
+                             self._slowest[host])
 
 
 def check_labels(check: str) -> dict[str, str]:
@@ -324,6 +353,7 @@ def with_labels(samples: Iterable[Sample], labels: Mapping[str, str]) -> Iterato
 __all__ = [
     "EXTRACTORS",
     "GAUGES",
+    "MeshTally",
     "Metric",
     "Sample",
     "counter_family",

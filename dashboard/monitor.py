@@ -15,7 +15,9 @@ from pathlib import Path
 
 from flask import current_app
 
+from mailfleet.dashboard.promfleet import PrometheusFleet
 from mailfleet.dashboard.scheduler import Probe, Scheduler, probe_table
+from mailfleet.dashboard.shard import WHOLE_FLEET, Shard
 from mailfleet.dashboard.store import ResultStore
 from mailfleet.dashboard.targets import DEFAULT_GROUP, InventoryError, WatchedHost, load_inventory
 
@@ -108,10 +110,33 @@ class Monitor:
     probe_margin: float = 0.5
     interval: float = 60.0
     started_at: float = field(default_factory=time.time)
+    shard: Shard = WHOLE_FLEET
+    # The whole fleet's latest state, when the pages read it from Prometheus (sharded).
+    prometheus: PrometheusFleet | None = None
+    # (the inventory's tuple, its shard's part): kept together so a new tuple is noticed
+    _own: tuple[tuple[WatchedHost, ...] | None, tuple[WatchedHost, ...]] = field(
+        default=(None, ()), repr=False)
 
     @property
     def probes(self) -> Mapping[str, Probe]:
         return self.probes_override if self.probes_override is not None else probe_table()
+
+    def own_hosts(self) -> tuple[WatchedHost, ...]:
+        """The inventory hosts this watcher sweeps: its shard's (all when unsharded).
+
+        The same tuple until the inventory changes, so caches keyed on it hold."""
+        hosts = self.inventory.hosts()
+        if self.shard.count == 1:
+            return hosts
+        seen, own = self._own
+        if seen is not hosts:
+            own = tuple(h for h in hosts if self.shard.owns(h.name))
+            self._own = (hosts, own)
+        return own
+
+    def owner_of(self, name: str) -> Shard:
+        """The shard that watches the host ``name``."""
+        return Shard(self.shard.owner(name), self.shard.count)
 
 
 def current_monitor() -> Monitor:

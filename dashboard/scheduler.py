@@ -43,6 +43,7 @@ from mailfleet.checks import imap, sync, tls, tls_login
 from mailfleet.checks.mesh import mesh_round
 from mailfleet.checks.result import ProbeResult, Reason
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
+from mailfleet.dashboard.shard import WHOLE_FLEET, Shard
 from mailfleet.dashboard.store import Sweep
 from mailfleet.dashboard.sweep import MESH_CHECK as MESH_CHECK  # re-exported
 from mailfleet.dashboard.sweep import (
@@ -152,6 +153,7 @@ class Scheduler:
         prune_every: float = 3600.0,
         pair_probe: PairProbe | None = None,
         max_stranded: int | None = None,
+        shard: Shard = WHOLE_FLEET,
     ) -> None:
         if interval <= 0 or concurrency < 1 or per_host < 1:
             raise ValueError("interval must be > 0, concurrency and per_host >= 1")
@@ -174,6 +176,7 @@ class Scheduler:
         self._last_prune = 0.0
         self.pair_probe: PairProbe = pair_probe or sync.probe_pair
         self._mesh_round = 0
+        self.shard = shard
 
     @property
     def probes(self) -> Mapping[str, Probe]:
@@ -258,15 +261,24 @@ class Scheduler:
             return plan
         return [(c, False) for c in checks]
 
+    def own(self, hosts: Sequence[WatchedHost]) -> list[WatchedHost]:
+        """The hosts of this watcher's shard (all of them when it is the only one)."""
+        if self.shard.count == 1:
+            return list(hosts)
+        return [h for h in hosts if self.shard.owns(h.name)]
+
     def _jobs(self, hosts: Sequence[WatchedHost],
               probes: Mapping[str, Probe]) -> collections.deque[Job]:
+        """Every job of one sweep: the shard's hosts' checks, and the mesh pairs into
+        them (``hosts`` is the whole inventory: a pair's source may be any host)."""
+        mine = self.own(hosts)
         # Round-robin over hosts (all hosts' first check, then all second checks...):
         # one host's many checks never queue ahead of everyone else.
         # tls and imap_login share one connection when the table has the real probes
         # (a caller that brings its own keeps them apart).
         shares = (probes.get(tls.CHECK) is tls.probe
                   and probes.get(imap.CHECK) is imap.probe)
-        plans = [(h, self._plan(h, shares)) for h in hosts]
+        plans = [(h, self._plan(h, shares)) for h in mine]
         jobs: collections.deque[Job] = collections.deque()
         depth = max((len(plan) for _, plan in plans), default=0)
         for i in range(depth):
@@ -279,7 +291,11 @@ class Scheduler:
         return jobs
 
     def _mesh_jobs(self, hosts: Sequence[WatchedHost]) -> list[Job]:
-        """This sweep's round of the mesh: O(N) pairs, rotating (checks.mesh.mesh_round)."""
+        """This sweep's round of the mesh: O(N) pairs, rotating (checks.mesh.mesh_round).
+
+        The round is the whole fleet's; a shard runs the pairs whose destination is
+        its own (a pair's result is stored on its destination), so every pair has
+        exactly one watcher and each host's series come from one shard."""
         members = {h.name: h for h in hosts if MESH_CHECK in h.checks}
         pairs = mesh_round(sorted(members), self._mesh_round)
         if pairs:
@@ -288,6 +304,7 @@ class Scheduler:
             Job(members[dst], MESH_CHECK, budget=max(0.1, members[dst].options.timeout),
                  source=members[src])
             for src, dst in pairs
+            if self.shard.count == 1 or self.shard.owns(dst)
         ]
 
     def _next_job(
@@ -328,7 +345,7 @@ class Scheduler:
             self.stats.overruns += int(overrun)
         try:
             self.store.record_sweep(sweep)
-            self.store.forget_hosts(h.name for h in hosts)
+            self.store.forget_hosts(h.name for h in self.own(hosts))
             if time.time() - self._last_prune >= self.prune_every:
                 self.store.prune()
                 self._last_prune = time.time()

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from mailfleet.dashboard.shard import WHOLE_FLEET, Shard, ShardError
+
 DEFAULT_LISTEN = "127.0.0.1:9865"
 
 
@@ -40,6 +42,13 @@ def parse_seconds(value: str) -> float:
     return seconds
 
 
+def parse_shard(value: str) -> Shard:
+    try:
+        return Shard.parse(value)
+    except ShardError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(subparsers: Any) -> None:
     from mailfleet.cli import add_inventory_arguments
 
@@ -63,6 +72,12 @@ def register(subparsers: Any) -> None:
                    help="history kept in the store (default 7d)")
     p.add_argument("--allow-any-target", action="store_true",
                    help="let /probe probe targets that are not in the inventory (open proxy!)")
+    p.add_argument("--shard", type=parse_shard, default=None, metavar="K/N",
+                   help="watch only shard K of N (from 0), the hosts Prometheus' hashmod of "
+                   "the /sd targets gives K; run N watchers, 0/N to N-1/N")
+    p.add_argument("--prometheus", default=None, metavar="URL",
+                   help="Prometheus that scrapes every watcher: the fleet pages show the whole "
+                   "fleet from its HTTP API (e.g. http://127.0.0.1:9090)")
     p.add_argument("--inventory-refresh", type=parse_seconds, default=300.0,
                    help="re-read the inventory this often (default 5m)")
     from mailfleet.dashboard.security import add_auth_arguments
@@ -85,6 +100,8 @@ def config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "MAILFLEET_INVENTORY_REFRESH": args.inventory_refresh,
         "MAILFLEET_START_SCHEDULER": True,
         "MAILFLEET_LISTEN": f"{args.listen[0]}:{args.listen[1]}",
+        "MAILFLEET_SHARD": args.shard or WHOLE_FLEET,
+        "MAILFLEET_PROMETHEUS": args.prometheus,
     }
 
 
@@ -104,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mailfleet.dashboard.app import create_app
     from mailfleet.dashboard.monitor import Monitor
+    from mailfleet.dashboard.promfleet import PrometheusError
     from mailfleet.dashboard.store import StoreError
     from mailfleet.dashboard.targets import InventoryError
 
@@ -120,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(config)
     except InventoryError as exc:
         print(f"mailfleet serve: {exc}", file=sys.stderr)
+        return 2
+    except PrometheusError as exc:
+        print(f"mailfleet serve: --prometheus: {exc}; start Prometheus or fix the URL",
+              file=sys.stderr)
         return 2
     except StoreError as exc:
         # A damaged store is left as it is (no repair, no overwrite): the operator decides.
@@ -138,8 +160,10 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    hosts = len(monitor.inventory.hosts())
-    print(f"mailfleet serve: watching {hosts} host(s) every {args.interval:g}s on "
+    hosts = len(monitor.own_hosts())
+    shard = (f" (shard {monitor.shard} of {len(monitor.inventory.hosts())})"
+             if monitor.shard.count > 1 else "")
+    print(f"mailfleet serve: watching {hosts} host(s){shard} every {args.interval:g}s on "
           f"http://{host}:{server.server_port}/ (metrics at /metrics)", flush=True)
     try:
         server.serve_forever()

@@ -69,6 +69,7 @@ class FleetCache:
         self._results: dict[tuple[str, str], tuple[int, StoredResult]] = {}
         self._entries: dict[str, Entry] = {}
         self._memo: tuple[tuple[Any, ...], list[Entry]] | None = None
+        self._state: tuple[int, Snapshot] | None = None
 
     def latest(self, store: ResultStore) -> Snapshot:
         """host -> check -> latest result, decoding only what changed since the last call."""
@@ -153,6 +154,24 @@ class FleetCache:
         # larger id, so the next request applies it (again, harmlessly).
         prints: dict[str, tuple[int, ...]] = {h: (newest[h], len(c)) for h, c in by_host.items()}
         return Snapshot(version, by_host, prints), current
+
+    def state_snapshot(self, version: int,
+                       by_host: dict[str, dict[str, StoredResult]]) -> Snapshot:
+        """A snapshot of results read elsewhere (Prometheus), made once per ``version``."""
+        with self._lock:
+            made = self._state
+        if made is not None and made[0] == version:
+            return made[1]
+        prints: dict[str, tuple[int, ...]] = {
+            host: (hash(tuple(sorted((c, r.started_at, r.success, int(r.status))
+                                     for c, r in checks.items()))), len(checks))
+            for host, checks in by_host.items()
+        }
+        # Negative versions: never equal to a store's (ids from 1), so memos never mix.
+        snapshot = Snapshot(-version - 1, by_host, prints)
+        with self._lock:
+            self._state = (version, snapshot)
+        return snapshot
 
     def entries(
         self,

@@ -36,14 +36,20 @@ def _sweep(mon: Monitor) -> dict[str, Any] | None:
 def fleet_entries(mon: Monitor, now: float | None = None) -> tuple[dict[str, Any], list[Entry]]:
     """The fleet page's data without its rows, and the rows (dict, JSON and HTML each)."""
     now = time.time() if now is None else now
-    hosts = mon.inventory.hosts()
     cache: FleetCache = current_app.extensions["mailfleet_fleet_cache"]
     prefix = url_for("hosts.host", name="-")[:-1]
 
     def render(row: model.Row) -> str:
         return rowhtml.fleet_row(row, prefix)
 
-    entries = cache.entries(hosts, cache.latest(mon.store), now, render)
+    if mon.prometheus is not None:  # sharded: the whole fleet, as Prometheus holds it
+        hosts = mon.inventory.hosts()
+        state = mon.prometheus.latest()
+        snapshot = cache.state_snapshot(mon.prometheus.version, state)
+    else:  # this watcher's own results (its shard's hosts when sharded)
+        hosts = mon.own_hosts()
+        snapshot = cache.latest(mon.store)
+    entries = cache.entries(hosts, snapshot, now, render)
     meta = {
         "generated_at": now,
         "interval": mon.interval,
@@ -54,6 +60,9 @@ def fleet_entries(mon: Monitor, now: float | None = None) -> tuple[dict[str, Any
                     for c in model.COLUMNS],
         "last_sweep": _sweep(mon),
         "inventory_error": mon.inventory.last_error or None,
+        "shard": str(mon.shard) if mon.shard.count > 1 else None,
+        "prometheus": mon.prometheus.base_url if mon.prometheus else None,
+        "prometheus_error": (mon.prometheus.last_error or None) if mon.prometheus else None,
     }
     return meta, entries
 
@@ -85,6 +94,10 @@ def host(
 ) -> dict[str, Any]:
     now = time.time() if now is None else now
     latest = mon.store.latest(watched.name)
+    if mon.prometheus is not None and not mon.shard.owns(watched.name):
+        # Another watcher probes this host: its latest state as Prometheus holds it
+        # (its history and error texts are on that watcher's own page).
+        latest = list(mon.prometheus.latest().get(watched.name, {}).values())
     summary = model.host_summary(watched.name, latest)
     row = model.fleet_row(watched, summary, now)
     checks = {r.check: r for r in latest if not is_mesh_check(r.check)}

@@ -133,7 +133,7 @@ def test_failure_reasons_are_a_small_fixed_set() -> None:
 
 
 def test_the_mesh_runs_n_rotating_pairs_per_sweep_and_keeps_each_pair(tmp_path: Path) -> None:
-    from mailfleet.dashboard.metrics import result_samples
+    from mailfleet.dashboard.metrics import MeshTally
 
     calls: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -167,11 +167,65 @@ def test_the_mesh_runs_n_rotating_pairs_per_sweep_and_keeps_each_pair(tmp_path: 
     }
     assert not latest[("mx1", "sync_mesh:mx3")].success
     assert sched.stats.snapshot().probes["sync_mesh"] == 6
-    samples = list(result_samples(latest[("mx2", "sync_mesh:mx1")]))
-    mesh = next(s for s in samples if s.name == "mailfleet_sync_mesh_latency_seconds")
-    assert mesh.labels == {"source": "mx1"}
-    success = next(s for s in samples if s.name == "mailfleet_probe_success")
-    assert success.labels == {"check": "sync_mesh", "source": "mx1"}
+    # /metrics: per destination, not per pair (n hosts: 3n series, never n(n-1))
+    tally = MeshTally()
+    for r in store.latest():
+        if r.check.startswith("sync_mesh:"):
+            tally.add(r.host, r)
+    got = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in tally.samples()}
+    pairs = "mailfleet_sync_mesh_pairs"
+    slowest = "mailfleet_sync_mesh_latency_max_seconds"
+    assert got == {
+        (pairs, (("host", "mx1"), ("result", "ok"))): 1.0,  # from mx2; mx3 cannot submit
+        (pairs, (("host", "mx1"), ("result", "failed"))): 1.0,
+        (slowest, (("host", "mx1"),)): 0.25,
+        (pairs, (("host", "mx2"), ("result", "ok"))): 1.0,
+        (pairs, (("host", "mx2"), ("result", "failed"))): 1.0,
+        (slowest, (("host", "mx2"),)): 0.25,
+        (pairs, (("host", "mx3"), ("result", "ok"))): 2.0,
+        (pairs, (("host", "mx3"), ("result", "failed"))): 0.0,
+        (slowest, (("host", "mx3"),)): 0.25,
+    }
+
+
+def test_shards_split_hosts_and_mesh_pairs_with_nothing_twice_and_nothing_left(
+    tmp_path: Path,
+) -> None:
+    from mailfleet.dashboard.shard import Shard
+
+    calls: list[tuple[str, str, str]] = []
+    lock = threading.Lock()
+
+    def check(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:
+        with lock:
+            calls.append(("port", target.name, ""))
+        return ProbeResult(check="port", target=target.name, success=True)
+
+    def pair(source: Target, mailbox: Target, options: ProbeOptions,
+             deadline: Deadline) -> ProbeResult:
+        with lock:
+            calls.append(("mesh", mailbox.name, source.name))
+        return ProbeResult(check="sync", target=mailbox.name, success=True,
+                           values={"kind": "mesh", "source": source.name,
+                                   "destination": mailbox.name})
+
+    names = [f"mx{i}" for i in range(9)]
+    hosts = [host(n, 1, ("port", "sync_mesh")) for n in names]
+    shards = [Shard(k, 3) for k in range(3)]
+    scheds = [Scheduler(lambda: hosts, ResultStore(tmp_path / f"{k}.db"), probes={"port": check},
+                        interval=30, pair_probe=pair, shard=shard)
+              for k, shard in enumerate(shards)]
+    for _ in range(len(names) - 1):  # a whole mesh cycle: every ordered pair comes up once
+        for sched in scheds:
+            sched.sweep()
+    owners = {n: [s.owns(n) for s in shards].index(True) for n in names}
+    assert len(set(owners.values())) > 1  # the hash spreads these names over the shards
+    per_sweep = [c for c in calls if c[0] == "port"]
+    assert sorted(per_sweep) == sorted(("port", n, "") for n in names for _ in range(8))
+    mesh = [c for c in calls if c[0] == "mesh"]
+    assert sorted(mesh) == sorted(("mesh", d, s) for d in names for s in names if s != d)
+    for k, sched in enumerate(scheds):  # each store holds its own hosts' results only
+        assert {r.host for r in sched.store.latest()} == {n for n in names if owners[n] == k}
 
 
 def test_probes_run_on_a_bounded_pool_of_reused_threads_that_ends_with_the_sweep(

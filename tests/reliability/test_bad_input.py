@@ -182,6 +182,41 @@ def test_serve_refuses_a_damaged_store_and_leaves_it_untouched(tmp_path: Path) -
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest, "the damaged store was changed"
 
 
+@pytest.mark.parametrize(("shard", "words"), [
+    ("3/2", "numbered from 0 to 1"),
+    ("2/2", "numbered from 0 to 1"),
+    ("0/0", "number of shards must be from 1"),
+    ("1", "wants K/N"),
+    ("a/b", "wants K/N"),
+])
+def test_serve_refuses_a_shard_that_names_no_shard(tmp_path: Path, shard: str,
+                                                   words: str) -> None:
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("mailservers:\n  hosts:\n    mx1: {ansible_host: 127.0.0.1}\n")
+    proc = serve(["-i", str(inv), "--db", str(tmp_path / "r.sqlite3"), "--shard", shard],
+                 timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "--shard" in proc.stderr and words in proc.stderr, proc.stderr
+    assert not (tmp_path / "r.sqlite3").exists()
+
+
+def test_serve_refuses_a_prometheus_it_cannot_reach_at_start_up(tmp_path: Path) -> None:
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("mailservers:\n  hosts:\n    mx1: {ansible_host: 127.0.0.1}\n")
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for url, words in ((f"http://127.0.0.1:{port}", "cannot reach"),
+                       ("127.0.0.1:9090", "base URL")):
+        proc = serve(["-i", str(inv), "--db", str(tmp_path / "r.sqlite3"), "--shard", "0/2",
+                      "--prometheus", url], timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "--prometheus" in proc.stderr and words in proc.stderr, proc.stderr
+        assert url in proc.stderr
+
+
 def _get(url: str) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=10) as reply:
         return reply.status, reply.read().decode()
