@@ -41,3 +41,28 @@ def test_a_sieve_setting_pigeonhole_cannot_read_fails_in_preflight(tmp_path: Pat
     out = _preflight_fails(tmp_path, mail_tls_source="lab_ca",
                            dovecot_sieve_redirect_envelope_from="forwarder")
     assert "dovecot_sieve_redirect_envelope_from (forwarder) one of recipient" in out, out
+
+
+def test_a_watcher_shard_that_names_no_shard_fails_in_the_monitor_role_preflight(
+    tmp_path: Path,
+) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"mailservers": {"hosts": {
+        "mx9": {"ansible_connection": "local"}}}}}}))
+    play = tmp_path / "play.yml"
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_ROLES_PATH": str(ROOT / "roles")}
+    for shard, ok in (("1/2", True), ("2/2", False), ("0/0", False), ("x", False), ("", True)):
+        play.write_text(yaml.safe_dump([{
+            "hosts": "localhost", "gather_facts": False, "connection": "local",
+            "vars": {"mailfleet_monitor_shard": shard},
+            "tasks": [{"ansible.builtin.include_role": {"name": "mailfleet_monitor",
+                                                        "tasks_from": "preflight"}}],
+        }]))
+        proc = subprocess.run(["ansible-playbook", "-i", str(inventory), str(play)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        out = " ".join((proc.stdout + proc.stderr).split())
+        assert (proc.returncode == 0) is ok, (shard, out)
+        if not ok:
+            assert 'mailfleet_monitor_shard must be "K/N" with K from 0 to N-1' in out, out
+            assert f'not "{shard}"' in out, out
