@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,47 @@ import dns.resolver
 
 from mailfleet.checks.result import Reason
 from mailfleet.checks.target import Deadline
+
+
+class CappedCache(dns.resolver.LRUCache):
+    """dnspython's LRU answer cache (thread-safe, honours each answer's TTL), with every
+    answer's life capped at ``max_seconds``: a watcher notices a fixed record at most that
+    long after it changed, even where the zone's TTL is a day."""
+
+    def __init__(self, max_seconds: float, max_size: int = 100_000) -> None:
+        super().__init__(max_size)
+        self.max_seconds = max_seconds
+
+    def put(self, key: Any, value: dns.resolver.Answer) -> None:
+        value.expiration = min(value.expiration, time.time() + self.max_seconds)
+        super().put(key, value)
+
+
+# Answers shared by every probe of this process, per resolver (so "who said what"
+# stays each resolver's own answer): off unless a long-running watcher turns it on.
+_SHARED: dict[str, CappedCache] = {}
+_SHARED_LOCK = threading.Lock()
+_shared_seconds = 0.0
+
+
+def share_answers(max_seconds: float) -> None:
+    """Keep DNS answers across probes and hosts for their TTL, at most ``max_seconds``
+    (0: ask every time). A fleet's domains are asked once per TTL, not once per host and
+    sweep; ``mailfleet serve`` turns it on (``--dns-cache``)."""
+    global _shared_seconds
+    with _SHARED_LOCK:
+        _shared_seconds = max(0.0, max_seconds)
+        _SHARED.clear()
+
+
+def _shared_cache(label: str) -> CappedCache | None:
+    with _SHARED_LOCK:
+        if _shared_seconds <= 0:
+            return None
+        cache = _SHARED.get(label)
+        if cache is None:
+            cache = _SHARED[label] = CappedCache(_shared_seconds)
+        return cache
 
 
 @dataclass(frozen=True)
@@ -145,6 +187,8 @@ class Resolvers:
             r.port = addr.port
             r.retry_servfail = False
             self._resolvers.append((addr.label, r))
+        for label, r in self._resolvers:
+            r.cache = _shared_cache(label)
         self._dead: set[str] = set()
         self._cache: dict[tuple[str, str], Lookup] = {}
 

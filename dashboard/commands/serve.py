@@ -42,6 +42,11 @@ def parse_seconds(value: str) -> float:
     return seconds
 
 
+def parse_seconds_or_zero(value: str) -> float:
+    """A duration, or ``0`` (turned off)."""
+    return 0.0 if value.strip() in ("0", "0s") else parse_seconds(value)
+
+
 def parse_shard(value: str) -> Shard:
     try:
         return Shard.parse(value)
@@ -72,6 +77,9 @@ def register(subparsers: Any) -> None:
                    help="history kept in the store (default 7d)")
     p.add_argument("--allow-any-target", action="store_true",
                    help="let /probe probe targets that are not in the inventory (open proxy!)")
+    p.add_argument("--dns-cache", type=parse_seconds_or_zero, default=300.0, metavar="SECONDS",
+                   help="keep DNS answers across hosts and sweeps for their TTL, at most this "
+                   "long (default 5m; 0 asks every time)")
     p.add_argument("--shard", type=parse_shard, default=None, metavar="K/N",
                    help="watch only shard K of N (from 0), the hosts Prometheus' hashmod of "
                    "the /sd targets gives K; run N watchers, 0/N to N-1/N")
@@ -126,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     from mailfleet.dashboard.targets import InventoryError
 
     configure_logging()
+    from mailfleet.checks.dns.lookups import share_answers
+
+    share_answers(args.dns_cache)
     from mailfleet.dashboard.security import serve_auth
 
     try:

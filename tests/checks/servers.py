@@ -7,6 +7,7 @@ connection it accepted, so nothing outlives the test.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import socket
 import ssl
@@ -218,13 +219,18 @@ class LineLimitedSmtp:
 
 
 class FlakyDns:
-    """A UDP DNS server that answers SERVFAIL to every other query (a flapping resolver).
+    """A UDP DNS server that answers SERVFAIL to every other query (a flapping resolver;
+    ``flapping=False``: never), counting the questions it was asked in ``asked``.
 
-    Real answers come from ``records``: (name, type) -> list of rdata texts.
+    Real answers come from ``records``: (name, type) -> list of rdata texts, with ``ttl``.
     """
 
-    def __init__(self, records: dict[tuple[str, str], list[str]]) -> None:
+    def __init__(self, records: dict[tuple[str, str], list[str]], flapping: bool = True,
+                 ttl: int = 60) -> None:
         self.records = records
+        self.flapping = flapping
+        self.ttl = ttl
+        self.asked: collections.Counter[tuple[str, str]] = collections.Counter()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
         self.port: int = self.udp.getsockname()[1]
@@ -254,11 +260,12 @@ class FlakyDns:
             question = query.question[0]
             key = (question.name.to_text().rstrip(".").lower(),
                    dns.rdatatype.to_text(question.rdtype))
-            if self.queries % 2 == 1:
+            self.asked[key] += 1
+            if self.flapping and self.queries % 2 == 1:
                 response.set_rcode(dns.rcode.SERVFAIL)
             elif key in self.records:
                 response.answer.append(dns.rrset.from_text_list(
-                    question.name, 60, "IN", key[1], self.records[key]))
+                    question.name, self.ttl, "IN", key[1], self.records[key]))
             else:
                 response.set_rcode(dns.rcode.NXDOMAIN)
             self.udp.sendto(response.to_wire(), peer)

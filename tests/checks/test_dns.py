@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,39 @@ def test_a_flapping_resolver_is_asked_again() -> None:
         check_ptr(res, report, "192.0.2.10", "mx-good.dnstest.test")
         assert flaky.queries >= 4
     assert [(f.check, f.status) for f in report.findings] == [("ptr", "ok"), ("fcrdns", "ok")]
+
+
+def test_a_watcher_asks_a_shared_domain_once_per_ttl_and_each_resolver_for_itself() -> None:
+    """``serve --dns-cache``: answers are kept across hosts and probes for their TTL (and at
+    most the cap); a resolver's cache is its own, so "who said what" stays true."""
+    from mailfleet.checks.dns import Resolvers, parse_resolver
+    from mailfleet.checks.dns.lookups import share_answers
+    from tests.checks.servers import FlakyDns
+
+    records = {("shared.test", "MX"): ["10 mx.shared.test."],
+               ("mx.shared.test", "A"): ["192.0.2.10"]}
+    with FlakyDns(records, flapping=False, ttl=1) as one, \
+            FlakyDns(records, flapping=False, ttl=3600) as two:
+        try:
+            share_answers(300)
+
+            def sweep() -> None:
+                for _host in range(3):  # three hosts of one domain, each its own probe
+                    res = Resolvers([parse_resolver(f"127.0.0.1:{one.port}"),
+                                     parse_resolver(f"127.0.0.1:{two.port}")], Deadline(5))
+                    assert res.ask("shared.test", "MX").records == ("10 mx.shared.test",)
+                    assert res.ask("nothing.shared.test", "A").nxdomain
+
+            sweep()
+            assert one.asked[("shared.test", "MX")] == 1
+            assert two.asked[("shared.test", "MX")] == 1
+            time.sleep(1.2)  # past the 1 s TTL of the first resolver's answer only
+            sweep()
+            assert one.asked[("shared.test", "MX")] == 2
+            assert two.asked[("shared.test", "MX")] == 1
+            share_answers(0)  # off: every probe asks
+            sweep()
+            assert one.asked[("shared.test", "MX")] == 5
+            assert two.asked[("shared.test", "MX")] == 4
+        finally:
+            share_answers(0)
