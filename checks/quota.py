@@ -8,6 +8,7 @@ from typing import Any
 
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
 from mailfleet.checks.credentials import secret_for
+from mailfleet.checks.imap_client import ImapClient
 from mailfleet.checks.imap_proto import parse_quota, parse_quotaroot
 from mailfleet.checks.imap_session import ImapLoginValues, login, open_session
 from mailfleet.checks.result import ProbeResult, Reason, Status
@@ -35,38 +36,43 @@ def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acqu
     client = open_session(target, options, deadline, acq)
     try:
         login(client, target, options, acq)
-        if "QUOTA" not in client.capabilities:
-            client.capability()  # servers add QUOTA to the post-login capabilities
-        if "QUOTA" not in client.capabilities:
-            raise ProbeFailure("server does not support QUOTA (no QUOTA capability)",
-                               Status.UNKNOWN, Reason.UNSUPPORTED)
-        with acq.measure("quota"):
-            untagged, done = client.command(b"GETQUOTAROOT INBOX", "GETQUOTAROOT")
-        if not done.ok:
-            raise ProbeFailure(f"GETQUOTAROOT failed: {done.describe()}", Status.UNKNOWN,
-                               Reason.REJECTED)
-        roots: list[str] = []
-        for resp in untagged:
-            qr = parse_quotaroot(resp)
-            if qr is not None:
-                roots = qr[1]
-            q = parse_quota(resp)
-            if q is None:
-                continue
-            for res in q[1]:
-                if res.name == "STORAGE":  # KiB on the wire, bytes in values
-                    acq.values["storage_used_bytes"] = res.usage * 1024
-                    acq.values["storage_limit_bytes"] = res.limit * 1024
-                elif res.name in ("MESSAGE", "MESSAGES"):
-                    acq.values["messages_used"] = res.usage
-                    acq.values["messages_limit"] = res.limit
-        acq.values["quota_roots"] = roots
-        percent = used_percent(acq.values)
-        if percent is not None:
-            acq.values["used_percent"] = round(percent[0], 2)
+        read_quota(client, acq)
         client.logout()
     finally:
         client.conn.close()
+
+
+def read_quota(client: ImapClient, acq: Acquisition) -> None:
+    """GETQUOTAROOT INBOX of a logged-in session, into ``acq.values`` (QuotaValues)."""
+    if "QUOTA" not in client.capabilities:
+        client.capability()  # servers add QUOTA to the post-login capabilities
+    if "QUOTA" not in client.capabilities:
+        raise ProbeFailure("server does not support QUOTA (no QUOTA capability)",
+                           Status.UNKNOWN, Reason.UNSUPPORTED)
+    with acq.measure("quota"):
+        untagged, done = client.command(b"GETQUOTAROOT INBOX", "GETQUOTAROOT")
+    if not done.ok:
+        raise ProbeFailure(f"GETQUOTAROOT failed: {done.describe()}", Status.UNKNOWN,
+                           Reason.REJECTED)
+    roots: list[str] = []
+    for resp in untagged:
+        qr = parse_quotaroot(resp)
+        if qr is not None:
+            roots = qr[1]
+        q = parse_quota(resp)
+        if q is None:
+            continue
+        for res in q[1]:
+            if res.name == "STORAGE":  # KiB on the wire, bytes in values
+                acq.values["storage_used_bytes"] = res.usage * 1024
+                acq.values["storage_limit_bytes"] = res.limit * 1024
+            elif res.name in ("MESSAGE", "MESSAGES"):
+                acq.values["messages_used"] = res.usage
+                acq.values["messages_limit"] = res.limit
+    acq.values["quota_roots"] = roots
+    percent = used_percent(acq.values)
+    if percent is not None:
+        acq.values["used_percent"] = round(percent[0], 2)
 
 
 def judge_for(options: ProbeOptions) -> Any:

@@ -12,7 +12,8 @@ abandoned probe is replaced, up to ``max_stranded`` stuck at once. Results are
 written in batches (every 50 ms or 64 results) and a host's results are in the
 store before its next probe starts.
 A host with both ``tls`` and ``imap_login`` on its IMAPS port gets one job that
-does both on one connection (``checks.tls_login``) and stores both results.
+does both on one connection (``checks.tls_login``) and stores both results; its
+``quota`` check, when it has one, is asked on the same logged-in session.
 
 Probes are looked up by name in a table (``checks.PROBES`` by default), each
 ``probe(target, options, deadline) -> ProbeResult``.
@@ -39,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mailfleet.checks import imap, sync, tls, tls_login
+from mailfleet.checks import imap, quota, sync, tls, tls_login
 from mailfleet.checks.mesh import mesh_round
 from mailfleet.checks.result import ProbeResult, Reason
 from mailfleet.checks.target import Deadline, ProbeOptions, Target
@@ -201,7 +202,8 @@ class Scheduler:
             return (self._run_pair(job, started),)
         if job.shared:
             try:
-                return tls_login.probe(job.host.target, job.host.options, Deadline(job.budget))
+                return tls_login.probe(job.host.target, job.host.options, Deadline(job.budget),
+                                       with_quota=quota.CHECK in job.shared)
             except Exception as exc:  # a probe must not raise; if it does, say so, keep going
                 log.exception("probe %s on %s raised", "+".join(job.stored_checks),
                               job.host.name)
@@ -248,18 +250,22 @@ class Scheduler:
             log.exception("cannot store %d results", len(items))
 
     # -- one sweep -------------------------------------------------------------------------
-    def _plan(self, host: WatchedHost, shares: bool) -> list[tuple[str, bool]]:
-        """A host's checks in order as (check, shared); tls + imap_login may become one job."""
+    def _plan(self, host: WatchedHost, shares: bool,
+              quota_shares: bool) -> list[tuple[str, tuple[str, ...]]]:
+        """A host's checks in order as (check, checks done with it on one connection):
+        tls + imap_login (+ quota) may become one job, at the place of the first of them."""
         checks = [c for c in host.checks if c != MESH_CHECK]
+        plan: list[tuple[str, tuple[str, ...]]] = [(c, ()) for c in checks]
         if (shares and all(c in checks for c in tls_login.CHECKS)
                 and tls_login.shares_connection(host.options)):
-            first = min(checks.index(c) for c in tls_login.CHECKS)
-            second = max(checks.index(c) for c in tls_login.CHECKS)
-            plan = [(c, False) for c in checks]
-            plan[first] = (tls_login.CHECKS[0], True)
-            del plan[second]
-            return plan
-        return [(c, False) for c in checks]
+            together = (tls_login.WITH_QUOTA if quota_shares and quota.CHECK in checks
+                        else tls_login.CHECKS)
+            where = [checks.index(c) for c in together]  # each one's first place
+            plan[min(where)] = (tls_login.CHECKS[0], together)
+            for i in sorted(where, reverse=True):
+                if i != min(where):
+                    del plan[i]
+        return plan
 
     def own(self, hosts: Sequence[WatchedHost]) -> list[WatchedHost]:
         """The hosts of this watcher's shard (all of them when it is the only one)."""
@@ -274,11 +280,12 @@ class Scheduler:
         mine = self.own(hosts)
         # Round-robin over hosts (all hosts' first check, then all second checks...):
         # one host's many checks never queue ahead of everyone else.
-        # tls and imap_login share one connection when the table has the real probes
+        # tls and imap_login (and quota) share one connection when the table has the real probes
         # (a caller that brings its own keeps them apart).
         shares = (probes.get(tls.CHECK) is tls.probe
                   and probes.get(imap.CHECK) is imap.probe)
-        plans = [(h, self._plan(h, shares)) for h in mine]
+        quota_shares = probes.get(quota.CHECK) is quota.probe
+        plans = [(h, self._plan(h, shares, quota_shares)) for h in mine]
         jobs: collections.deque[Job] = collections.deque()
         depth = max((len(plan) for _, plan in plans), default=0)
         for i in range(depth):

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailfleet.checks import tls_login
 from mailfleet.checks.result import ProbeResult, Reason, Status
 from mailfleet.checks.sync import SyncValues
 from mailfleet.dashboard.targets import WatchedHost
@@ -49,7 +48,8 @@ class Job:
     check: str
     budget: float
     source: WatchedHost | None = None  # a mesh pair: submitted here, delivered to host
-    shared: bool = False  # tls + imap_login on one connection (checks.tls_login)
+    # checks done on one connection (checks.tls_login): tls, imap_login (and quota); () alone
+    shared: tuple[str, ...] = ()
     hard_end: float = 0.0
     done: bool = False
     abandoned: bool = False
@@ -60,7 +60,7 @@ class Job:
 
     @property
     def stored_checks(self) -> tuple[str, ...]:
-        return tls_login.CHECKS if self.shared else (self.stored_check,)
+        return self.shared or (self.stored_check,)
 
 
 def failed_result(host: WatchedHost, check: str, error: str, reason: Reason, started: float,

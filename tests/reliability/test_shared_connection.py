@@ -1,5 +1,6 @@
-"""``tls`` + ``imap_login`` on one connection (checks.tls_login) give the results the two
-probes give apart — against a real Dovecot, and against servers that fail each part.
+"""``tls`` + ``imap_login`` (+ ``quota``) on one connection (checks.tls_login) give the
+results the probes give apart — against a real Dovecot, and against servers that fail
+each part.
 
 The metrics, the alert rules and the dashboard read these results by check name and
 value key, so "the same" means: same success, status, error words, value keys and
@@ -16,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bench.localmail import LocalDovecot, start_dovecot
-from mailfleet.checks import PROBES, imap, tls, tls_login
+from bench.localmail import QUOTA_CONFIG, LocalDovecot, start_dovecot
+from mailfleet.checks import PROBES, imap, quota, tls, tls_login
 from mailfleet.checks.net import Connection
 from mailfleet.checks.result import ProbeResult
 from mailfleet.checks.target import Credentials, Deadline, Secret
@@ -41,11 +42,25 @@ def comparable(result: ProbeResult) -> dict[str, Any]:
     }
 
 
-def both_ways(host: WatchedHost) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    shared = tls_login.probe(host.target, host.options, Deadline(TIMEOUT))
-    apart = (tls.probe(host.target, host.options, Deadline(TIMEOUT)),
-             imap.probe(host.target, host.options, Deadline(TIMEOUT)))
+def both_ways(host: WatchedHost,
+              with_quota: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    shared = tls_login.probe(host.target, host.options, Deadline(TIMEOUT), with_quota)
+    apart = [tls.probe(host.target, host.options, Deadline(TIMEOUT)),
+             imap.probe(host.target, host.options, Deadline(TIMEOUT))]
+    if with_quota:
+        apart.append(quota.probe(host.target, host.options, Deadline(TIMEOUT)))
     return [comparable(r) for r in shared], [comparable(r) for r in apart]
+
+
+QUOTA_ADDRESSES = ["127.78.3.1", "127.78.3.2", "127.78.3.3"]
+
+
+@pytest.fixture(scope="module")
+def quota_dovecot() -> Iterator[LocalDovecot]:
+    """A Dovecot whose probe account has a 1 MiB quota."""
+    server = start_dovecot(QUOTA_ADDRESSES, extra_config=QUOTA_CONFIG)
+    yield server
+    server.stop()
 
 
 def wrong_password(host: WatchedHost) -> WatchedHost:
@@ -76,6 +91,23 @@ def test_against_dovecot_one_connection_gives_both_results(dovecot: LocalDovecot
     assert {"connect", "tls", "greeting", "auth", "total"} <= set(login["phases"])
 
 
+def test_with_a_quota_one_connection_and_one_login_give_all_three_results(
+    quota_dovecot: LocalDovecot,
+) -> None:
+    host = mail_host("q", QUOTA_ADDRESSES[0], quota_dovecot, timeout=TIMEOUT)
+    shared, apart = both_ways(host, with_quota=True)
+    for r in (*shared, *apart):
+        r["values"].pop("used_percent", None)  # rounded from a usage that may move a byte
+        r["values"].pop("storage_used_bytes", None)
+    assert shared == apart
+    cert, login, usage = shared
+    assert cert["success"] and login["success"] and usage["success"], usage["error"]
+    assert usage["values"]["storage_limit_bytes"] == 1024 * 1024
+    assert usage["values"]["logged_in"] and usage["values"]["mechanism"] == "PLAIN"
+    assert {"connect", "tls", "greeting", "auth", "quota", "total"} <= set(usage["phases"])
+    assert "quota" not in login["phases"]
+
+
 def test_a_refused_login_fails_only_imap_login(refusing: LocalDovecot) -> None:
     # A refused login is answered after Dovecot's auth_failure_delay (2 s), the next one
     # from this address after its penalty (~6 s): hence the long deadline.
@@ -91,10 +123,11 @@ def test_a_refused_login_fails_only_imap_login(refusing: LocalDovecot) -> None:
     assert "auth" in login.phases and not login.values.get("logged_in")
 
 
+@pytest.mark.parametrize("with_quota", [False, True], ids=["tls+login", "tls+login+quota"])
 @pytest.mark.parametrize("case", ["untrusted", "wrong_name", "closed", "imap_garbage",
                                   "no_account"])
 def test_each_failure_is_reported_as_the_probes_apart_report_it(
-    dovecot: LocalDovecot, hostile: Hostile, case: str
+    dovecot: LocalDovecot, hostile: Hostile, case: str, with_quota: bool
 ) -> None:
     host = mail_host("h", GOOD_ADDRESSES[1], dovecot, timeout=TIMEOUT)
     if case == "untrusted":
@@ -111,16 +144,19 @@ def test_each_failure_is_reported_as_the_probes_apart_report_it(
     elif case == "no_account":
         host = dataclasses.replace(host, target=dataclasses.replace(host.target,
                                                                     credentials=None))
-    shared, apart = both_ways(host)
+    shared, apart = both_ways(host, with_quota)
     assert shared == apart
-    cert, login = shared
+    cert, login = shared[:2]
     assert not login["success"] and login["error"]
+    if with_quota:  # quota fails where the login it needs failed (without QUOTA here too)
+        assert not shared[2]["success"] and shared[2]["error"]
     expect_tls_ok = case in ("imap_garbage", "no_account")
     assert cert["success"] is expect_tls_ok, cert["error"]
 
 
 def test_a_sweep_opens_one_connection_per_host_for_tls_and_login(
-    dovecot: LocalDovecot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dovecot: LocalDovecot, quota_dovecot: LocalDovecot, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[str] = []
     lock = threading.Lock()
@@ -141,10 +177,13 @@ def test_a_sweep_opens_one_connection_per_host_for_tls_and_login(
     # STARTTLS for the login: a different service, so the two run apart as before.
     hosts.append(mail_host("starttls", GOOD_ADDRESSES[7], dovecot, ("tls", "imap_login"),
                            TIMEOUT, imap_service="imap"))
+    # quota as well, asked on the same logged-in session
+    hosts += [mail_host(f"quota{i}", a, quota_dovecot, ("quota", "port", "imap_login", "tls"),
+                        TIMEOUT) for i, a in enumerate(QUOTA_ADDRESSES[1:])]
     store = ResultStore(tmp_path / "r.db")
     sched = Scheduler(lambda: hosts, store, probes=PROBES, interval=60, concurrency=4)
     sweep = sched.sweep()
-    assert sweep.probes == 6 * 3 + 2 + 2
+    assert sweep.probes == 6 * 3 + 2 + 2 + 2 * 4
     latest = {(r.host, r.check): r for r in store.latest()}
     for i in range(6):
         for check in ("tls", "port", "imap_login"):
@@ -154,9 +193,14 @@ def test_a_sweep_opens_one_connection_per_host_for_tls_and_login(
     assert "refused" in latest[("starttls", "imap_login")].error
     # One connection per host for tls + imap_login (the port check only connects); the
     # STARTTLS host's login tries its port 143 (closed here) apart from its tls check.
+    for i in range(2):
+        for check in ("quota", "port", "imap_login", "tls"):
+            assert latest[(f"quota{i}", check)].success, latest[(f"quota{i}", check)].error
+        assert latest[(f"quota{i}", "quota")].values["storage_limit_bytes"] == 1024 * 1024
     assert sorted(opened) == sorted([*GOOD_ADDRESSES[:7], GOOD_ADDRESSES[7],
-                                     GOOD_ADDRESSES[7]])
+                                     GOOD_ADDRESSES[7], *QUOTA_ADDRESSES[1:]])
     stats = sched.stats.snapshot()
-    assert stats.probes["tls"] == 8 and stats.probes["imap_login"] == 8
+    assert stats.probes["tls"] == 10 and stats.probes["imap_login"] == 10
+    assert stats.probes["quota"] == 2
     assert stats.errors == {("imap_login", "refused"): 1}
     store.close()
