@@ -1,9 +1,17 @@
-"""One SSH connection per probe, host key pinned, commands run as argv with a hard deadline.
+"""SSH to a mail host, host key pinned, commands run as argv with a hard deadline.
 
 paramiko with ``RejectPolicy`` and only the operator's known_hosts file: an unknown or
 changed host key ends the probe during the key exchange, before authentication, so no
 command can run on a host we cannot identify. Every command is a fixed argv, quoted
 with ``shlex.join``; nothing from a server or the inventory becomes shell syntax.
+
+A long-running watcher keeps each host's authenticated connection between probes
+(``keep_connections``): one handshake per host and process, a channel per command
+and sweep, as Ansible's ControlPersist does. A kept connection is used again only
+while the known_hosts file is the one its host key was checked against (any change
+of the file: a full connect, checked again); one that died (sshd restarted, a
+firewall dropped it) is found out by a short channel open and replaced by a new
+connection within the same probe.
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,14 +109,109 @@ def _unknown_key_message(access: SshAccess, key: paramiko.PKey | None) -> str:
     )
 
 
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """What says the file changed: inode, size, modification time (None: unreadable)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# How long a kept connection may take to open a channel before it is taken for dead
+# and replaced (a live one answers in milliseconds).
+REUSE_PROBE_SECONDS = 2.0
+
+
+class ConnectionPool:
+    """Authenticated SSH clients kept between probes, at most one idle per host.
+
+    A probe takes its host's client out (so two probes never share one) and gives it
+    back after its commands ran cleanly; at most ``max_idle`` are kept, the least
+    recently used closed first.
+    """
+
+    def __init__(self, max_idle: int = 0) -> None:
+        self.max_idle = max_idle
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[SshAccess, tuple[paramiko.SSHClient, tuple[int, int, int]]] = (
+            OrderedDict())
+        self.connects = 0  # full connections made (handshake, host key check, login)
+        self.reused = 0  # probes served by a kept connection
+        self.replaced = 0  # kept connections found dead (idle or at first use) and replaced
+
+    def take(
+        self, access: SshAccess
+    ) -> tuple[paramiko.SSHClient, tuple[int, int, int]] | None:
+        """The host's kept client (and the known_hosts state its key was checked against),
+        if it is alive and the file is unchanged."""
+        with self._lock:
+            kept = self._idle.pop(access, None)
+        if kept is None:
+            return None
+        client, pinned = kept
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            self.replaced += 1  # it died while idle: the caller connects anew
+            client.close()
+            return None
+        if pinned != _file_state(access.known_hosts):
+            client.close()  # its host key was checked against another file: check again
+            return None
+        return kept
+
+    def give(self, access: SshAccess, client: paramiko.SSHClient,
+             pinned: tuple[int, int, int] | None) -> None:
+        transport = client.get_transport()
+        if (self.max_idle <= 0 or pinned is None or transport is None
+                or not transport.is_active()):
+            client.close()
+            return
+        evicted: list[paramiko.SSHClient] = []
+        with self._lock:
+            old = self._idle.pop(access, None)
+            if old is not None:
+                evicted.append(old[0])
+            self._idle[access] = (client, pinned)
+            while len(self._idle) > self.max_idle:
+                evicted.append(self._idle.popitem(last=False)[1][0])
+        for c in evicted:
+            c.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            idle = list(self._idle.values())
+            self._idle.clear()
+        for client, _ in idle:
+            client.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+
+POOL = ConnectionPool()
+
+
+def keep_connections(max_idle: int) -> None:
+    """Keep up to ``max_idle`` hosts' connections between probes (0: one per probe)."""
+    POOL.clear()
+    POOL.max_idle = max(0, max_idle)
+
+
 class SshSession:
     """An open, authenticated connection; use as a context manager."""
 
-    def __init__(self, access: SshAccess, deadline: Deadline) -> None:
+    def __init__(self, access: SshAccess, deadline: Deadline,
+                 pool: ConnectionPool = POOL) -> None:
         self.access = access
         self.deadline = deadline
+        self.pool = pool
         self.client = paramiko.SSHClient()
         self.commands_run = 0
+        self.reused = False
+        self._pinned: tuple[int, int, int] | None = None
+        self._clean = False
 
     def __enter__(self) -> SshSession:
         self.connect()
@@ -116,10 +221,29 @@ class SshSession:
         self.close()
 
     def close(self) -> None:
-        self.client.close()
+        """Give a connection that ran its commands cleanly back to the pool, else close it."""
+        if self._clean and self.pool.max_idle > 0:
+            self.pool.give(self.access, self.client, self._pinned)
+        else:
+            self.client.close()
+        self._clean = False
 
     def connect(self) -> None:
+        if self.pool.max_idle > 0:
+            kept = self.pool.take(self.access)
+            if kept is not None:
+                self.client, self._pinned = kept
+                self.reused = True
+                return
+        self._connect()
+
+    def _connect(self) -> None:
         access = self.access
+        self.reused = False
+        self.client = paramiko.SSHClient()
+        self.pool.connects += 1
+        # The file as it was when the host key was checked against it.
+        self._pinned = _file_state(access.known_hosts)
         if not access.known_hosts.is_file():
             raise SshError(
                 f"known_hosts file {access.known_hosts} does not exist; set "
@@ -194,20 +318,48 @@ class SshSession:
         Each is one ``exec`` channel (its argv quoted with shlex.join), so the host runs
         them in parallel; the deadline bounds the whole batch.
         """
+        if self.reused:
+            try:
+                first = self._open_kept_channel()
+            except (paramiko.SSHException, OSError, EOFError):
+                # The kept connection died (sshd restarted, a firewall dropped it): a new
+                # one, host key checked again, within this probe's deadline.
+                self.client.close()
+                self.pool.replaced += 1
+                self._connect()
+                first = None
+            else:
+                self.pool.reused += 1
+        else:
+            first = None
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise SshError("SSH connection closed before the commands ran", "connect")
         started: list[tuple[tuple[str, ...], paramiko.Channel]] = []
         try:
             for argv in commands:
-                chan = transport.open_session(timeout=self._left("opening a channel"))
+                if first is not None:
+                    chan, first = first, None
+                else:
+                    chan = transport.open_session(timeout=self._left("opening a channel"))
                 chan.exec_command(shlex.join(argv))
                 self.commands_run += 1
                 started.append((tuple(argv), chan))
-            return [self._collect(argv, chan) for argv, chan in started]
+            results = [self._collect(argv, chan) for argv, chan in started]
+            self._clean = True
+            return results
         finally:
+            if first is not None:
+                first.close()
             for _, chan in started:
                 chan.close()
+
+    def _open_kept_channel(self) -> paramiko.Channel:
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise paramiko.SSHException("kept connection closed")
+        return transport.open_session(
+            timeout=min(REUSE_PROBE_SECONDS, self._left("opening a channel") / 3))
 
     def _collect(self, argv: tuple[str, ...], chan: paramiko.Channel) -> CommandResult:
         out = bytearray()

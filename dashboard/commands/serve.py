@@ -80,6 +80,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dns-cache", type=parse_seconds_or_zero, default=300.0, metavar="SECONDS",
                    help="keep DNS answers across hosts and sweeps for their TTL, at most this "
                    "long (default 5m; 0 asks every time)")
+    p.add_argument("--keep-ssh", type=int, default=4096, metavar="HOSTS",
+                   help="keep the server check's SSH connection to up to this many hosts "
+                   "between sweeps (default 4096; 0: a new connection every probe)")
     p.add_argument("--shard", type=parse_shard, default=None, metavar="K/N",
                    help="watch only shard K of N (from 0), the hosts Prometheus' hashmod of "
                    "the /sd targets gives K; run N watchers, 0/N to N-1/N")
@@ -137,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
     from mailfleet.checks.dns.lookups import share_answers
 
     share_answers(args.dns_cache)
+    from mailfleet.checks.server.ssh import keep_connections
+
+    if args.keep_ssh < 0:
+        print("mailfleet serve: --keep-ssh wants a number of hosts, 0 or more", file=sys.stderr)
+        return 2
+    keep_connections(args.keep_ssh)
     from mailfleet.dashboard.security import serve_auth
 
     try:
@@ -182,4 +191,5 @@ def run(args: argparse.Namespace) -> int:
         if monitor.scheduler is not None:
             monitor.scheduler.stop()
         monitor.store.close()
+        keep_connections(0)  # the kept SSH connections end with the watcher
     return 0

@@ -28,6 +28,7 @@ import pytest
 from mailfleet.checks import PROBES
 from mailfleet.checks.result import ProbeResult, Status
 from mailfleet.checks.server import ServerSettings, ServerTarget, settings_from_hostvars
+from mailfleet.checks.server.ssh import POOL, ConnectionPool, keep_connections
 from mailfleet.checks.target import Deadline, ProbeOptions
 from mailfleet.dashboard.metrics import result_samples
 from mailfleet.dashboard.targets import run_ansible_inventory
@@ -381,3 +382,70 @@ def test_without_the_sudo_rule_sessions_say_sudo_refused(server_lab: ServerLab) 
     assert "needs root and sudo refused" in result.values["command_errors"]["sessions"]
     assert "roles/mailfleet_probe_access" in result.error
     assert result.values["services"] == {"postfix": True, "dovecot": True}
+
+
+@pytest.fixture
+def kept_connections() -> Iterator[ConnectionPool]:
+    """The watcher's setting (serve --keep-ssh): connections kept between probes."""
+    keep_connections(16)
+    try:
+        yield POOL
+    finally:
+        keep_connections(0)
+
+
+def test_a_kept_connection_serves_later_probes_and_a_dead_one_is_replaced_in_the_probe(
+    server_lab: ServerLab, kept_connections: ConnectionPool,
+) -> None:
+    pool = kept_connections
+    connects, reused = pool.connects, pool.reused
+    for _ in range(3):
+        result = server_lab.probe("mx1")
+        assert result.success and result.values["commands_run"] == 5, result.error
+    assert (pool.connects - connects, pool.reused - reused) == (1, 2)
+    assert len(pool) == 1
+    # End the kept session on the host (its sshd process, by PID): the next probe finds
+    # it dead, connects again and still answers.
+    server_lab.sh("mx1", "for pid in $(pgrep -u mailfleet -x 'sshd|sshd-session'); do "
+                         "kill $pid; done")
+    result = server_lab.probe("mx1")
+    assert result.success and result.values["commands_run"] == 5, result.error
+    assert pool.connects - connects == 2 and pool.replaced >= 1
+    # A kept session that stops answering while its TCP connection stays up (its process
+    # stopped, as behind a firewall that drops packets): the first channel open gives up
+    # after a short wait, and the probe connects anew within its deadline.
+    replaced = pool.replaced
+    stopped = server_lab.sh("mx1", "pids=$(pgrep -u mailfleet -x 'sshd|sshd-session'); "
+                                   "kill -STOP $pids; echo $pids").split()
+    assert stopped
+    try:
+        result = server_lab.probe("mx1")
+        assert result.success and result.values["commands_run"] == 5, result.error
+        assert pool.connects - connects == 3 and pool.replaced == replaced + 1
+    finally:
+        server_lab.sh("mx1", f"kill -CONT {' '.join(stopped)}; kill {' '.join(stopped)}",
+                      check=False)
+
+
+def test_a_kept_connection_is_not_used_once_known_hosts_changes(
+    server_lab: ServerLab, kept_connections: ConnectionPool,
+) -> None:
+    sl = server_lab
+    mx1, mx2 = sl.hosts["mx1"], sl.hosts["mx2"]
+    known = sl.tmp / "known_hosts_kept"
+    lines = sl.lab.config.known_hosts.read_text().splitlines()
+    known.write_text("\n".join(lines) + "\n")
+    settings = sl.settings("mx1")
+    settings = replace(settings, ssh=replace(settings.ssh, known_hosts=known))
+    assert sl.probe("mx1", settings).success
+    assert len(kept_connections) == 1
+    # mx2's keys written down for mx1's address, as a reinstall or a MITM looks: the kept
+    # connection (checked against the old file) must not run anything.
+    forged = [f"{mx1.address} {' '.join(ln.split()[1:])}" for ln in lines
+              if mx2.address in ln.split()[0]]
+    known.write_text("\n".join(forged) + "\n")
+    before = _audit_lines(sl, "mx1")
+    result = sl.probe("mx1", settings)
+    assert result.values["ssh_error"] == "host_key_changed", result.error
+    assert _audit_lines(sl, "mx1") == before
+    assert len(kept_connections) == 0
