@@ -10,7 +10,8 @@ Two measurements, both with the server's own notifications (IMAP IDLE):
   ``UID SEARCH HEADER`` and says so (``values["method"] == "poll"``).
 * **client**: two sessions on the same account; session A APPENDs a probe
   message and sets ``\\Seen`` on it; session B, in IDLE, measures how long until
-  it sees each change.
+  it sees each change. The ``sync`` check's A and B are the delivery measurement's
+  two sessions, kept open: two logins per run, not four.
 
 Hygiene (``checks.sync_hygiene``): the probe only ever touches messages that
 carry its ``X-Mailfleet-Probe`` header, and removes only its own, with
@@ -103,21 +104,33 @@ def _with_grace(client: ImapClient, deadline: Deadline) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Sessions:
+    """The two logged-in sessions of a delivery measurement, ``FOLDER`` selected in both,
+    kept open for the client-sync measurement (``idler`` None: the server has no IDLE)."""
+
+    poller: ImapClient
+    idler: ImapClient | None
+
+
 def measure_delivery(
-    source: Target, mailbox: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition
-) -> None:
+    source: Target, mailbox: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition,
+    keep: contextlib.ExitStack | None = None,
+) -> Sessions:
     """Submit on ``source``, watch ``mailbox`` with two sessions (poll and IDLE).
 
     Fills ``delivery_latency_seconds`` (accepted -> visible to a client) and,
     where the server offers IDLE, ``push_latency_seconds`` (accepted -> IDLE
-    EXISTS, what a push client such as a phone experiences).
+    EXISTS, what a push client such as a phone experiences). With ``keep`` the
+    sessions stay open (closed when ``keep`` closes) and are returned, out of IDLE.
     """
     if mailbox.credentials is None:
         raise ProbeFailure(f"no probe account on {mailbox.name}", Status.UNKNOWN,
                            Reason.NOT_CONFIGURED)
     recipient = mailbox.credentials.user
     tag = make_tag(deadline)
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as own:
+        stack = keep if keep is not None else own
         with acq.measure("imap_login"):
             poller = open_imap(mailbox, options, deadline)
             stack.callback(_close, poller)
@@ -131,6 +144,8 @@ def measure_delivery(
                 idler = open_imap(mailbox, options, deadline)
                 stack.callback(_close, idler)
             with acq.measure("idle"):
+                if keep is not None and "CONDSTORE" in idler.capabilities:
+                    idler.enable("CONDSTORE")  # as client sync wants it: before SELECT
                 idler.select(FOLDER)
                 idler.idle()
                 stack.callback(_idle_done, idler)
@@ -161,6 +176,9 @@ def measure_delivery(
                     reason=Reason.TIMEOUT,
                 )
             acq.values["push_latency_seconds"] = arrival.pushed_mono - sent.accepted_mono
+            if keep is not None:
+                idler.idle_done()
+        return Sessions(poller, idler)
 
 
 def _diagnose_missing(
@@ -179,20 +197,27 @@ def _diagnose_missing(
 
 
 def measure_client_sync(
-    target: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition
+    target: Target, options: ProbeOptions, deadline: Deadline, acq: Acquisition,
+    sessions: Sessions | None = None,
 ) -> None:
-    """Session A appends and flags a message; session B (IDLE) times each change."""
-    with acq.measure("imap_login"):
-        a = open_imap(target, options, deadline)
+    """Session A appends and flags a message; session B (IDLE) times each change.
+
+    ``sessions`` (the delivery measurement's, kept open) are A and B when given: two
+    logins and handshakes fewer per run."""
     with contextlib.ExitStack() as stack:
-        stack.callback(_close, a)
-        with acq.measure("imap_login"):
-            b = open_imap(target, options, deadline)
-        stack.callback(_close, b)
-        a.select(FOLDER)
-        if "CONDSTORE" in b.capabilities:
-            b.enable("CONDSTORE")
-        b.select(FOLDER)
+        if sessions is not None and sessions.idler is not None:
+            a, b = sessions.poller, sessions.idler  # logged in, FOLDER selected
+        else:
+            with acq.measure("imap_login"):
+                a = open_imap(target, options, deadline)
+            stack.callback(_close, a)
+            with acq.measure("imap_login"):
+                b = open_imap(target, options, deadline)
+            stack.callback(_close, b)
+            a.select(FOLDER)
+            if "CONDSTORE" in b.capabilities:
+                b.enable("CONDSTORE")
+            b.select(FOLDER)
         if "IDLE" not in b.capabilities:
             raise ProbeFailure("server does not offer IDLE: client sync is not measurable",
                                Status.UNKNOWN, Reason.UNSUPPORTED)
@@ -263,8 +288,9 @@ def probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeRes
 
     def acquire(acq: Acquisition) -> None:
         acq.values["kind"] = "local"
-        measure_delivery(target, target, options, deadline, acq)
-        measure_client_sync(target, options, deadline, acq)
+        with contextlib.ExitStack() as keep:  # the delivery's sessions serve client sync
+            sessions = measure_delivery(target, target, options, deadline, acq, keep)
+            measure_client_sync(target, options, deadline, acq, sessions)
 
     return run("sync", target, acquire, judge)
 

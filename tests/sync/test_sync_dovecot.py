@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from mailfleet.checks import sync
+from mailfleet.checks.net import Connection
 from mailfleet.checks.result import Reason, Status
 from mailfleet.checks.target import Deadline, ProbeOptions
 from tests.sync.mailserver import LocalMail, local_mail
@@ -70,6 +71,27 @@ def test_push_and_client_sync_are_measured_and_nothing_is_left(mail: LocalMail) 
     assert 0 < result.values["append_latency_seconds"] < 2
     assert set(result.phases) >= {"imap_login", "cleanup", "idle", "submit", "delivery",
                                   "client_sync", "total"}
+    assert _probe_messages(mail) == []
+
+
+def test_a_run_logs_in_twice_the_delivery_sessions_serve_client_sync(
+    mail: LocalMail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[int] = []
+    open_connection = Connection.open.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Connection], address: str, port: int,
+                 deadline: Deadline) -> Connection:
+        opened.append(port)
+        conn: Connection = open_connection(cls, address, port, deadline)
+        return conn
+
+    monkeypatch.setattr(Connection, "open", classmethod(counting))
+    result = sync.probe(mail.target(), ProbeOptions(), Deadline(20))
+    assert result.success, result.error
+    assert result.values["client_latency_seconds"] is not None
+    # two IMAP sessions (poll and IDLE) for both measurements, one SMTP submission
+    assert sorted(opened) == sorted([mail.dovecot.port] * 2 + [mail.smtp_port]), opened
     assert _probe_messages(mail) == []
 
 
