@@ -94,6 +94,12 @@ def metrics(result: ProbeResult) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 @pytest.fixture(scope="module")
 def server_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerLab]:
     fleet = own_lab("srvcheck", "10.77.249.0/24", "MAILFLEET_SERVER_TEST")
+    yield from prepared_server_lab(fleet, tmp_path_factory.mktemp("server"))
+
+
+def prepared_server_lab(fleet: Lab, tmp: Path) -> Iterator[ServerLab]:
+    """Two hosts of ``fleet`` with Postfix and Dovecot set up and the least-privilege probe
+    user (its key in ``tmp``); the lab goes down afterwards unless MAILFLEET_KEEP_LAB=1."""
     config = fleet.config
     hosts = {h.name: h for h in fleet.up(2)}
     fleet.require_up()
@@ -102,7 +108,6 @@ def server_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerLab]:
     for h in hosts.values():
         fleet.exec(h, ["sh", "-s", h.fqdn, f"[{relayhost}]"],
                    input=(HERE / "setup-mail.sh").read_bytes(), timeout=600)
-    tmp = tmp_path_factory.mktemp("server")
     key = tmp / "probe_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mailfleet-probe",
                     "-f", str(key)], check=True)
