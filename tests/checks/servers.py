@@ -226,10 +226,11 @@ class FlakyDns:
     """
 
     def __init__(self, records: dict[tuple[str, str], list[str]], flapping: bool = True,
-                 ttl: int = 60) -> None:
+                 ttl: int = 60, negative_ttl: int | None = None) -> None:
         self.records = records
         self.flapping = flapping
         self.ttl = ttl
+        self.negative_ttl = negative_ttl  # NXDOMAIN carries an SOA with it (RFC 2308)
         self.asked: collections.Counter[tuple[str, str]] = collections.Counter()
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind(("127.0.0.1", 0))
@@ -268,6 +269,10 @@ class FlakyDns:
                     question.name, self.ttl, "IN", key[1], self.records[key]))
             else:
                 response.set_rcode(dns.rcode.NXDOMAIN)
+                if self.negative_ttl is not None:
+                    response.authority.append(dns.rrset.from_text(
+                        "test.", self.negative_ttl, "IN", "SOA",
+                        f"ns.test. hostmaster.test. 1 3600 600 86400 {self.negative_ttl}"))
             self.udp.sendto(response.to_wire(), peer)
 
     def __exit__(self, *exc: object) -> None:

@@ -171,8 +171,8 @@ def test_a_watcher_asks_a_shared_domain_once_per_ttl_and_each_resolver_for_itsel
 
     records = {("shared.test", "MX"): ["10 mx.shared.test."],
                ("mx.shared.test", "A"): ["192.0.2.10"]}
-    with FlakyDns(records, flapping=False, ttl=1) as one, \
-            FlakyDns(records, flapping=False, ttl=3600) as two:
+    with FlakyDns(records, flapping=False, ttl=1, negative_ttl=1) as one, \
+            FlakyDns(records, flapping=False, ttl=3600, negative_ttl=3600) as two:
         try:
             share_answers(300)
 
@@ -183,16 +183,19 @@ def test_a_watcher_asks_a_shared_domain_once_per_ttl_and_each_resolver_for_itsel
                     assert res.ask("shared.test", "MX").records == ("10 mx.shared.test",)
                     assert res.ask("nothing.shared.test", "A").nxdomain
 
+            nothing = ("nothing.shared.test", "A")
             sweep()
             assert one.asked[("shared.test", "MX")] == 1
             assert two.asked[("shared.test", "MX")] == 1
-            time.sleep(1.2)  # past the 1 s TTL of the first resolver's answer only
+            assert one.asked[nothing] == two.asked[nothing] == 1  # NXDOMAIN kept too (SOA)
+            time.sleep(1.2)  # past the 1 s TTLs of the first resolver's answers only
             sweep()
-            assert one.asked[("shared.test", "MX")] == 2
-            assert two.asked[("shared.test", "MX")] == 1
+            assert one.asked[("shared.test", "MX")] == 2 and one.asked[nothing] == 2
+            assert two.asked[("shared.test", "MX")] == 1 and two.asked[nothing] == 1
             share_answers(0)  # off: every probe asks
             sweep()
-            assert one.asked[("shared.test", "MX")] == 5
-            assert two.asked[("shared.test", "MX")] == 4
+            assert one.asked[("shared.test", "MX")] == 5 and one.asked[nothing] == 5
+            assert two.asked[("shared.test", "MX")] == 4 and two.asked[nothing] == 4
         finally:
             share_answers(0)
+
