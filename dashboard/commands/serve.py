@@ -47,6 +47,13 @@ def parse_seconds_or_zero(value: str) -> float:
     return 0.0 if value.strip() in ("0", "0s") else parse_seconds(value)
 
 
+def parse_count(value: str) -> int:
+    """A whole number, 0 or more."""
+    if not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"wants a whole number, 0 or more, not {value!r}")
+    return int(value)
+
+
 def parse_shard(value: str) -> Shard:
     try:
         return Shard.parse(value)
@@ -80,7 +87,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dns-cache", type=parse_seconds_or_zero, default=300.0, metavar="SECONDS",
                    help="keep DNS answers across hosts and sweeps for their TTL, at most this "
                    "long (default 5m; 0 asks every time)")
-    p.add_argument("--keep-ssh", type=int, default=4096, metavar="HOSTS",
+    p.add_argument("--keep-ssh", type=parse_count, default=4096, metavar="HOSTS",
                    help="keep the server check's SSH connection to up to this many hosts "
                    "between sweeps (default 4096; 0: a new connection every probe)")
     p.add_argument("--shard", type=parse_shard, default=None, metavar="K/N",
@@ -130,6 +137,8 @@ def configure_logging() -> None:
 def run(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
+    from mailfleet.checks.dns.lookups import share_answers
+    from mailfleet.checks.server.ssh import keep_connections
     from mailfleet.dashboard.app import create_app
     from mailfleet.dashboard.monitor import Monitor
     from mailfleet.dashboard.promfleet import PrometheusError
@@ -137,15 +146,6 @@ def run(args: argparse.Namespace) -> int:
     from mailfleet.dashboard.targets import InventoryError
 
     configure_logging()
-    from mailfleet.checks.dns.lookups import share_answers
-
-    share_answers(args.dns_cache)
-    from mailfleet.checks.server.ssh import keep_connections
-
-    if args.keep_ssh < 0:
-        print("mailfleet serve: --keep-ssh wants a number of hosts, 0 or more", file=sys.stderr)
-        return 2
-    keep_connections(args.keep_ssh)
     from mailfleet.dashboard.security import serve_auth
 
     try:
@@ -186,8 +186,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"mailfleet serve: watching {hosts} host(s){shard} every {args.interval:g}s on "
           f"http://{host}:{server.server_port}/ (metrics at /metrics)", flush=True)
     try:
+        # Process-wide, so only while serving: a serve that refused to start, or ended,
+        # leaves a process that embeds it (tests, the CLI) asking DNS and SSH afresh.
+        share_answers(args.dns_cache)
+        keep_connections(args.keep_ssh)
         server.serve_forever()
     finally:
+        share_answers(0)
         if monitor.scheduler is not None:
             monitor.scheduler.stop()
         monitor.store.close()

@@ -122,6 +122,12 @@ def test_serve_refuses_a_public_listen_without_auth(
     assert code == 2
     err = capsys.readouterr().err
     assert "not a password hash" in err and "hunter2" not in err
+    # a serve that did not start leaves this process's DNS and SSH as they were (no answers
+    # kept, no connections kept): the caches are a running watcher's, not the process's
+    from mailfleet.checks.dns import lookups
+    from mailfleet.checks.server.ssh import POOL
+
+    assert lookups._shared_seconds == 0 and POOL.max_idle == 0
 
 
 def test_hash_password_prints_a_line_for_the_auth_file(
