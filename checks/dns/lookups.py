@@ -25,51 +25,51 @@ from mailfleet.checks.result import Reason
 from mailfleet.checks.target import Deadline
 
 
-class CappedCache(dns.resolver.LRUCache):
-    """dnspython's LRU answer cache (thread-safe, honours each answer's TTL), with every
-    answer's life capped at ``max_seconds``: a watcher notices a fixed record at most that
-    long after it changed, even where the zone's TTL is a day.
+class AnswerCache:
+    """One resolver's answers as this module reads them (``Answer``: records normalised),
+    each kept for its TTL (NXDOMAIN: the SOA's negative TTL) and at most ``max_seconds``,
+    so a watcher notices a fixed record at most that long after it changed, even where
+    the zone's TTL is a day. Least recently used first out past ``max_size``.
 
-    Beside it, the resolver's answers as this module reads them (``Answer``, records
-    normalised), for the same lifetime: a hit costs a dictionary lookup instead of
-    dnspython's resolution machinery and the records' normalising, which were most of a
-    cached question's CPU."""
+    Not dnspython's own cache (``dns.resolver.LRUCache``): it keeps each whole response
+    and answers a hit through the full resolution machinery; at 3,000 hosts that was
+    190 MiB and about 1 ms per host and sweep (bench/fleet_checks.py), this a dictionary.
+    """
 
     def __init__(self, max_seconds: float, max_size: int = 100_000) -> None:
-        super().__init__(max_size)
         self.max_seconds = max_seconds
-        self._read: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
-        self._read_lock = threading.Lock()
-        self._read_max = max_size
-
-    def put(self, key: Any, value: dns.resolver.Answer) -> None:
-        value.expiration = min(value.expiration, time.time() + self.max_seconds)
-        super().put(key, value)
+        self.max_size = max_size
+        self._lock = threading.Lock()
+        self._answers: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
 
     def known(self, name: str, rdtype: str) -> Answer | None:
         """The answer read for this question, while its lifetime lasts."""
-        with self._read_lock:
-            found = self._read.get((name, rdtype))
+        with self._lock:
+            found = self._answers.get((name, rdtype))
             if found is None:
                 return None
             if found[0] <= time.time():
-                del self._read[(name, rdtype)]
+                del self._answers[(name, rdtype)]
                 return None
-            self._read.move_to_end((name, rdtype))
+            self._answers.move_to_end((name, rdtype))
             return found[1]
 
     def remember(self, name: str, rdtype: str, expiration: float, answer: Answer) -> None:
         expires = min(expiration, time.time() + self.max_seconds)
-        with self._read_lock:
-            self._read[(name, rdtype)] = (expires, answer)
-            self._read.move_to_end((name, rdtype))
-            while len(self._read) > self._read_max:
-                self._read.popitem(last=False)
+        with self._lock:
+            self._answers[(name, rdtype)] = (expires, answer)
+            self._answers.move_to_end((name, rdtype))
+            while len(self._answers) > self.max_size:
+                self._answers.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._answers)
 
 
 # Answers shared by every probe of this process, per resolver (so "who said what"
 # stays each resolver's own answer): off unless a long-running watcher turns it on.
-_SHARED: dict[str, CappedCache] = {}
+_SHARED: dict[str, AnswerCache] = {}
 _SHARED_LOCK = threading.Lock()
 _shared_seconds = 0.0
 
@@ -84,13 +84,13 @@ def share_answers(max_seconds: float) -> None:
         _SHARED.clear()
 
 
-def _shared_cache(label: str) -> CappedCache | None:
+def _shared_cache(label: str) -> AnswerCache | None:
     with _SHARED_LOCK:
         if _shared_seconds <= 0:
             return None
         cache = _SHARED.get(label)
         if cache is None:
-            cache = _SHARED[label] = CappedCache(_shared_seconds)
+            cache = _SHARED[label] = AnswerCache(_shared_seconds)
         return cache
 
 
@@ -217,8 +217,7 @@ class Resolvers:
             r.port = addr.port
             r.retry_servfail = False
             self._resolvers.append((addr.label, r))
-        for label, r in self._resolvers:
-            r.cache = _shared_cache(label)
+        self._caches = {label: _shared_cache(label) for label, _ in self._resolvers}
         self._dead: set[str] = set()
         self._cache: dict[tuple[str, str], Lookup] = {}
 
@@ -254,7 +253,7 @@ class Resolvers:
     def _ask_once(self, label: str, r: dns.resolver.Resolver, name: str, rdtype: str) -> Answer:
         if label in self._dead:
             return Answer(label, "timeout", detail="skipped: did not answer earlier")
-        cache = r.cache if isinstance(r.cache, CappedCache) else None
+        cache = self._caches.get(label)
         if cache is not None:
             known = cache.known(name, rdtype)
             if known is not None:
