@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         labs = prepared_server_lab(Lab(LabConfig.from_env()), Path(tmp))
         sl = next(labs)
         try:
+            for name in sorted(sl.hosts):  # sshd may still restart after the set-up
+                sl.wait_for(name, lambda r: r.success, "a working server check", 60)
             for name in sorted(sl.hosts):
                 keep_connections(0)
                 cpu_ms(sl, name, 2)  # imports, first handshakes
