@@ -267,17 +267,11 @@ class Scheduler:
                     del plan[i]
         return plan
 
-    def own(self, hosts: Sequence[WatchedHost]) -> list[WatchedHost]:
-        """The hosts of this watcher's shard (all of them when it is the only one)."""
-        if self.shard.count == 1:
-            return list(hosts)
-        return [h for h in hosts if self.shard.owns(h.name)]
-
-    def _jobs(self, hosts: Sequence[WatchedHost],
+    def _jobs(self, mine: Sequence[WatchedHost], hosts: Sequence[WatchedHost],
               probes: Mapping[str, Probe]) -> collections.deque[Job]:
-        """Every job of one sweep: the shard's hosts' checks, and the mesh pairs into
-        them (``hosts`` is the whole inventory: a pair's source may be any host)."""
-        mine = self.own(hosts)
+        """Every job of one sweep: the checks of ``mine`` (the shard's hosts), and the
+        mesh pairs into them (``hosts`` is the whole inventory: a pair's source may be
+        any host)."""
         # Round-robin over hosts (all hosts' first check, then all second checks...):
         # one host's many checks never queue ahead of everyone else.
         # tls and imap_login (and quota) share one connection when the table has the real probes
@@ -311,7 +305,7 @@ class Scheduler:
             Job(members[dst], MESH_CHECK, budget=max(0.1, members[dst].options.timeout),
                  source=members[src])
             for src, dst in pairs
-            if self.shard.count == 1 or self.shard.owns(dst)
+            if self.shard.owns(dst)
         ]
 
     def _next_job(
@@ -335,8 +329,9 @@ class Scheduler:
         started = time.time()
         t0 = time.monotonic()
         hosts = list(self.hosts())
+        mine = [h for h in hosts if self.shard.owns(h.name)]
         probes = self.probes
-        pending = self._jobs(hosts, probes)
+        pending = self._jobs(mine, hosts, probes)
         total = sum(len(job.stored_checks) for job in pending)
         run = SweepRun(self, pending, probes)
         run.run()
@@ -352,7 +347,7 @@ class Scheduler:
             self.stats.overruns += int(overrun)
         try:
             self.store.record_sweep(sweep)
-            self.store.forget_hosts(h.name for h in self.own(hosts))
+            self.store.forget_hosts(h.name for h in mine)
             if time.time() - self._last_prune >= self.prune_every:
                 self.store.prune()
                 self._last_prune = time.time()
