@@ -37,16 +37,26 @@ from mailfleet.dashboard.store.values import (
     TlsValues,
 )
 
+# The families of one check (no ``check`` label), and the check they belong to.
+_CHECK_OF: Mapping[str, str] = {
+    **{n: "tls" for n in ("mailfleet_tls_cert_not_after_timestamp_seconds",
+                           "mailfleet_tls_cert_not_before_timestamp_seconds",
+                           "mailfleet_tls_cert_chain_earliest_not_after_timestamp_seconds",
+                           "mailfleet_tls_served_earliest_not_after_timestamp_seconds",
+                           "mailfleet_tls_cert_chain_verified", "mailfleet_tls_cert_hostname_match",
+                           "mailfleet_tls_version_info")},
+    "mailfleet_imap_login_success": "imap_login",
+    "mailfleet_sync_latency_seconds": "sync",
+    **{f"mailfleet_dns_{w}_ok": "dns" for w in ("mx", "rdns", "spf", "dmarc", "tlsa")},
+    **{n: "quota" for n in ("mailfleet_quota_used_bytes", "mailfleet_quota_limit_bytes",
+                             "mailfleet_quota_used_messages", "mailfleet_quota_limit_messages",
+                             "mailfleet_quota_used_ratio")},
+}
+
 # The families a fleet row needs; /metrics series carry ``host`` (``/probe`` ones do not).
-FAMILIES = (
-    "mailfleet_probe_(success|status|timestamp_seconds|last_success_timestamp_seconds)"
-    "|mailfleet_tls_(cert_not_after|cert_not_before|cert_chain_earliest_not_after"
-    "|served_earliest_not_after)_timestamp_seconds"
-    "|mailfleet_tls_(cert_chain_verified|cert_hostname_match|version_info)"
-    "|mailfleet_imap_login_success|mailfleet_sync_latency_seconds"
-    "|mailfleet_dns_(mx|rdns|spf|dmarc|tlsa)_ok"
-    "|mailfleet_quota_(used|limit)_(bytes|messages)|mailfleet_quota_used_ratio"
-)
+FAMILIES = "|".join(("mailfleet_probe_success", "mailfleet_probe_status",
+                     "mailfleet_probe_timestamp_seconds",
+                     "mailfleet_probe_last_success_timestamp_seconds", *_CHECK_OF))
 QUERY = f'{{__name__=~"{FAMILIES}",host!=""}}'
 
 
@@ -204,22 +214,6 @@ def decode(vector: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, StoredRes
         if current is None or current.started_at < result.started_at:
             out[host][check] = result
     return out
-
-
-_CHECK_OF: Mapping[str, str] = {
-    **{n: "tls" for n in ("mailfleet_tls_cert_not_after_timestamp_seconds",
-                           "mailfleet_tls_cert_not_before_timestamp_seconds",
-                           "mailfleet_tls_cert_chain_earliest_not_after_timestamp_seconds",
-                           "mailfleet_tls_served_earliest_not_after_timestamp_seconds",
-                           "mailfleet_tls_cert_chain_verified", "mailfleet_tls_cert_hostname_match",
-                           "mailfleet_tls_version_info")},
-    "mailfleet_imap_login_success": "imap_login",
-    "mailfleet_sync_latency_seconds": "sync",
-    **{f"mailfleet_dns_{w}_ok": "dns" for w in ("mx", "rdns", "spf", "dmarc", "tlsa")},
-    **{n: "quota" for n in ("mailfleet_quota_used_bytes", "mailfleet_quota_limit_bytes",
-                             "mailfleet_quota_used_messages", "mailfleet_quota_limit_messages",
-                             "mailfleet_quota_used_ratio")},
-}
 
 
 class PrometheusFleet:
