@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import PageLog, screenshot
+from tests.dashboard.servers import accepting_port
 from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,26 +52,6 @@ def _build(out: Path) -> tuple[Path, Path]:
     (wheel,) = out.glob("mailfleet-*.whl")
     (sdist,) = out.glob("mailfleet-*.tar.gz")
     return wheel, sdist
-
-
-def _listener() -> tuple[socket.socket, threading.Event]:
-    """A TCP port that accepts (and closes) connections: the watched host's "IMAPS"."""
-    sock = socket.create_server(("127.0.0.1", 0))
-    sock.settimeout(0.5)
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.close()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return sock, stop
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -102,36 +82,34 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
          "-c", str(ROOT / "scripts" / "constraints.txt"), str(wheel)],
         capture_output=True, text=True, timeout=900, env=clean, cwd=where, check=False)
     assert pip.returncode == 0, pip.stderr[-3000:]
-    sock, stop = _listener()
-    inventory = where / "inventory.yml"
-    inventory.write_text(
-        "mailservers:\n  hosts:\n    mx1:\n      ansible_host: 127.0.0.1\n"
-        "      mail_hostname: mx1.example.test\n      mailfleet_checks: [port]\n"
-        f"      mailfleet_ports: {{imaps: {sock.getsockname()[1]}}}\n", encoding="utf-8")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (where / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [str(venv / "bin" / "mailfleet"), "serve", "--inventory", str(inventory),
-         "--listen", f"127.0.0.1:{port}", "--interval", "1", "--db", str(where / "results.db")],
-        cwd=where, env=clean, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            assert proc.poll() is None, (where / "serve.log").read_text()[-3000:]
-            try:
-                return _get(base + "/healthz")[0] == 200
-            except OSError:
-                return False
+    with accepting_port() as imaps:
+        inventory = where / "inventory.yml"
+        inventory.write_text(
+            "mailservers:\n  hosts:\n    mx1:\n      ansible_host: 127.0.0.1\n"
+            "      mail_hostname: mx1.example.test\n      mailfleet_checks: [port]\n"
+            f"      mailfleet_ports: {{imaps: {imaps}}}\n", encoding="utf-8")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = (where / "serve.log").open("w")
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "mailfleet"), "serve", "--inventory", str(inventory),
+             "--listen", f"127.0.0.1:{port}", "--interval", "1", "--db", str(where / "results.db")],
+            cwd=where, env=clean, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            def up() -> bool:
+                assert proc.poll() is None, (where / "serve.log").read_text()[-3000:]
+                try:
+                    return _get(base + "/healthz")[0] == 200
+                except OSError:
+                    return False
 
-        _wait_until("the installed mailfleet serve answering /healthz", up, 60)
-        yield Served(base, venv, sdist)
-    finally:
-        stop_process(proc, 20)
-        log.close()
-        stop.set()
-        sock.close()
+            _wait_until("the installed mailfleet serve answering /healthz", up, 60)
+            yield Served(base, venv, sdist)
+        finally:
+            stop_process(proc, 20)
+            log.close()
 
 
 def test_the_venv_runs_the_installed_wheel_not_the_checkout(served: Served) -> None:

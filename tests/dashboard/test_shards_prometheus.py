@@ -13,10 +13,8 @@ that refuses; each watcher's fleet page, reading Prometheus, shows all thirteen.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,7 +27,7 @@ import pytest
 import yaml
 
 from mailfleet.dashboard.shard import hashmod
-from tests.dashboard.servers import closed_port
+from tests.dashboard.servers import accepting_port, closed_port
 from tests.integration.test_exporter_prometheus import free_port, http_json, short_rules, wait_for
 from tests.processes import stop_process
 
@@ -42,30 +40,10 @@ HOSTS = [*UP, DOWN]
 
 
 @pytest.fixture(scope="module")
-def accepting_port() -> Iterator[int]:
-    """A loopback port that accepts and closes every connection (port 993 that is up)."""
-    server = socket.create_server(("127.0.0.1", 0), backlog=128)
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
+def up_port() -> Iterator[int]:
+    """Port 993 of every host that is up."""
+    with accepting_port() as port:
+        yield port
 
 
 @dataclass
@@ -123,7 +101,7 @@ def start_prometheus(work: Path, artifacts: Path, addresses: list[str],
 
 
 @pytest.fixture(scope="module")
-def stack(accepting_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(up_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("shards")
     artifacts = ROOT / "artifacts" / "shards-prometheus"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -131,7 +109,7 @@ def stack(accepting_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iter
     inventory = work / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"mailservers": {"hosts": {
         name: {"ansible_host": "127.0.0.1", "mailfleet_checks": ["port"],
-               "mailfleet_ports": {"imaps": refused if name == DOWN else accepting_port},
+               "mailfleet_ports": {"imaps": refused if name == DOWN else up_port},
                "mailfleet_probe_options": {"timeout": 2}}
         for name in HOSTS}}}))
     ports = [free_port() for _ in range(SHARDS)]
