@@ -62,10 +62,6 @@ class AnswerCache:
             while len(self._answers) > self.max_size:
                 self._answers.popitem(last=False)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._answers)
-
 
 # Answers shared by every probe of this process, per resolver (so "who said what"
 # stays each resolver's own answer): off unless a long-running watcher turns it on.
