@@ -4,7 +4,9 @@ idempotence included).
 The scenarios use disjoint instance names and addresses, so they run at the
 same time: the first test starts every selected scenario and each test waits
 for its own. Most of a converge waits on apt and on SSH-less podman exec
-round trips, so three at once take about the time of the longest alone.
+round trips. Today there is one scenario, covering every role Molecule tests
+(one converge per instance is the cost, not one per role); a second one would
+still run beside it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def molecule_env(lab: Lab, index: int) -> dict[str, str]:
         "CONTAINERS_CONF": str(cfg.containers_conf),
         "MAILFLEET_LAB": cfg.name,
         "MAILFLEET_LAB_GATEWAY": cfg.gateway,
+        "MAILFLEET_LAB_SSH_KEY": str(cfg.ssh_key),
         # Molecule instances sit at .201 and up, far from the lab's own hosts.
         "MAILFLEET_MOLECULE_IP": str(cfg.subnet.network_address + 201 + index),
         "MAILFLEET_MOLECULE_IP2": str(cfg.subnet.network_address + 221 + index),
