@@ -159,8 +159,14 @@ class ProbeOptions:
     timeout: float = 10.0
     # tls: which service's certificate to look at.
     tls_service: str = "imaps"  # imaps | imap (STARTTLS) | smtp | submission | submissions
-    tls_warning_days: float = 21.0
-    tls_critical_days: float = 7.0
+    # Expiry, judged by the share of the certificate's lifetime used (right for 6-day,
+    # 45-day and 90-day certificates alike) within the last days before it ends (a
+    # 1-year certificate is not due at two thirds): WARNING from 2/3 of the lifetime and
+    # under 30 days left, CRITICAL from 90% and under 14 days left.
+    tls_warning_lifetime_percent: float = 200 / 3
+    tls_critical_lifetime_percent: float = 90.0
+    tls_warning_days: float = 30.0
+    tls_critical_days: float = 14.0
     # imap_login / quota
     imap_service: str = "imaps"  # imaps (implicit TLS) | imap (STARTTLS on 143)
     mechanism: str = "PLAIN"  # PLAIN | LOGIN | XOAUTH2 | OAUTHBEARER

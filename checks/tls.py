@@ -201,13 +201,28 @@ def judge_tls(values: dict[str, Any], options: ProbeOptions, now: float) -> Verd
                        Reason.CERT_INVALID)
     expiry = values.get("chain_earliest_not_after") or leaf["not_after"]
     left = expiry - now
-    if left < options.tls_critical_days * 86400:
-        return Verdict(Status.CRITICAL, f"certificate chain for {host} expires in {span(left)} "
-                       f"({utc(expiry)})", Reason.THRESHOLD)
-    if left < options.tls_warning_days * 86400:
-        return Verdict(Status.WARNING, f"certificate chain for {host} expires in {span(left)} "
-                       f"({utc(expiry)})", Reason.THRESHOLD)
+    used = lifetime_used_percent(leaf["not_before"], leaf["not_after"], expiry, now)
+    for status, percent, days in (
+        (Status.CRITICAL, options.tls_critical_lifetime_percent, options.tls_critical_days),
+        (Status.WARNING, options.tls_warning_lifetime_percent, options.tls_warning_days),
+    ):
+        if used >= percent and left < days * 86400:
+            lifetime = leaf["not_after"] - leaf["not_before"]
+            return Verdict(status, f"certificate chain for {host} expires in {span(left)} "
+                           f"({utc(expiry)}): {used:.0f}% of its lifetime of "
+                           f"{span(lifetime)} used", Reason.THRESHOLD)
     return Verdict(Status.OK)
+
+
+def lifetime_used_percent(not_before: float, not_after: float, expiry: float,
+                          now: float) -> float:
+    """How much of the leaf's lifetime is used, counting to ``expiry`` (the chain's
+    earliest end: an intermediate that ends first shortens what is left). The same
+    formula as the certificate alerts in prometheus/rules/mailfleet.yml."""
+    lifetime = not_after - not_before
+    if lifetime <= 0:
+        return 100.0
+    return 100.0 * (1 - (expiry - now) / lifetime)
 
 
 def probe(target: Target, options: ProbeOptions, deadline: Deadline) -> ProbeResult:

@@ -49,10 +49,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", type=int, default=16, metavar="N",
                    help="probes running at once (default 16)")
     p.add_argument("--warning", metavar="NAME=N,...",
-                   help="warning thresholds for every host: tls_days (certificate days left, "
-                   "default 21), quota_percent (storage used, default 80)")
+                   help="warning thresholds for every host: tls_lifetime_percent (share of "
+                   "the certificate's lifetime used, default 66.7) once under tls_days days "
+                   "left (default 30), quota_percent (storage used, default 80)")
     p.add_argument("--critical", metavar="NAME=N,...",
-                   help="critical thresholds: tls_days (default 7), quota_percent (default 95)")
+                   help="critical thresholds: tls_lifetime_percent (default 90), tls_days "
+                   "(default 14), quota_percent (default 95)")
     p.set_defaults(func=run)
 
 

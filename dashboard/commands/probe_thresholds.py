@@ -1,6 +1,6 @@
 """``mailfleet probe --warning/--critical``: the common thresholds, as Nagios users set them.
 
-``--warning tls_days=21,quota_percent=80 --critical tls_days=7,quota_percent=95`` sets
+``--warning tls_days=30,quota_percent=80 --critical tls_days=14,quota_percent=95`` sets
 the fields of ``ProbeOptions`` the tls and quota checks judge by, for every host probed
 (over what the inventory's ``mailfleet_probe_options`` says). A bad value is a usage
 error (``ThresholdError``), which ``probe`` reports as UNKNOWN.
@@ -30,6 +30,8 @@ class Threshold:
 
 THRESHOLDS: Mapping[str, Threshold] = {
     "tls_days": Threshold("tls_warning_days", "tls_critical_days", 0.0, None, True),
+    "tls_lifetime_percent": Threshold("tls_warning_lifetime_percent",
+                                      "tls_critical_lifetime_percent", 0.0, 100.0, False),
     "quota_percent": Threshold("quota_warning_percent", "quota_critical_percent", 0.0, 100.0,
                                False),
 }

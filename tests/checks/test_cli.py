@@ -81,7 +81,7 @@ def test_probe_nagios_format(fleet: Path, capsys: pytest.CaptureFixture[str]) ->
     assert first.startswith("MAILFLEET CRITICAL - 2 ok, 2 critical: closed port: 127.0.0.1:")
     perf = first.split(" | ")[1]
     assert "'good tls time'=" in perf
-    assert re.search(r"'good tls days left'=(89\.9\d*|90);21:;7:( |$)", perf), perf
+    assert re.search(r"'good tls days left'=(89\.9\d*|90);30:;14:( |$)", perf), perf
     lines = out.splitlines()[1:]
     assert re.fullmatch(r"good: TLS OK - TLSv1\.[23], CN=mx1\.lab\.test, 89 days left "
                         r"\(\d{4}-\d\d-\d\d\)", lines[-1]), lines
@@ -91,9 +91,11 @@ def test_probe_nagios_format(fleet: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_probe_thresholds_from_the_command_line(fleet: Path, capsys: pytest.CaptureFixture[str]
                                                 ) -> None:
-    """A 90-day certificate is fine by default; with --warning tls_days=100 it is a warning."""
+    """A fresh 90-day certificate is fine by default; warned about from the first day with
+    --warning tls_days=100,tls_lifetime_percent=0."""
     code = main(["probe", "-i", str(fleet), "--limit", "good", "--check", "tls",
-                 "--format", "nagios", "--warning", "tls_days=100", "--critical", "tls_days=10"])
+                 "--format", "nagios", "--warning", "tls_days=100,tls_lifetime_percent=0",
+                 "--critical", "tls_days=10"])
     first, line = capsys.readouterr().out.splitlines()
     assert code == 1
     assert first.startswith("MAILFLEET WARNING - 1 warning: good tls: certificate chain for "
@@ -104,8 +106,8 @@ def test_probe_thresholds_from_the_command_line(fleet: Path, capsys: pytest.Capt
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--warning", "tls_days=ten"], "--warning tls_days='ten': not a number"),
-    (["--critical", "tls_days=30"], "the warning tls_days (21) must be at least the critical "
-                                    "one (30)"),
+    (["--critical", "tls_days=40"], "the warning tls_days (30) must be at least the critical "
+                                    "one (40)"),
     (["--critical", "load=3"], "unknown threshold 'load'"),
 ])
 def test_a_bad_threshold_is_unknown(fleet: Path, capsys: pytest.CaptureFixture[str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ssl
 from pathlib import Path
 
@@ -120,12 +121,52 @@ def test_extra_old_root_counts_only_for_served_not_for_the_verified_chain(
     assert len(v["served_certs"]) == 3
 
 
-def test_expiry_thresholds_warn_then_go_critical(tmp_path: Path, root: Issued) -> None:
-    leaf = make_leaf(root, [HOST], not_after=now() + 10 * DAY + MINUTE)
-    warn = probe_tls(tmp_path, [leaf], [root])
+def _aged(root: Issued, lifetime_days: float, used_days: float) -> Issued:
+    """A leaf of that lifetime, issued ``used_days`` ago."""
+    start = now() - dt.timedelta(days=used_days)
+    return make_leaf(root, [HOST], not_before=start,
+                     not_after=start + dt.timedelta(days=lifetime_days))
+
+
+@pytest.mark.parametrize(("lifetime", "used", "status"), [
+    # 6-day certificates: due at two thirds (day 4), critical at 90% (day 5.4)
+    (6, 1, Status.OK), (6, 3.9, Status.OK), (6, 4.1, Status.WARNING),
+    (6, 5.3, Status.WARNING), (6, 5.5, Status.CRITICAL),
+    # 45 days: day 30 and day 40.5
+    (45, 29, Status.OK), (45, 31, Status.WARNING), (45, 41, Status.CRITICAL),
+    # 90 days: day 60 (30 days left) and day 81 (9 left)
+    (90, 59, Status.OK), (90, 61, Status.WARNING), (90, 82, Status.CRITICAL),
+    # a year: never due before 30 days left, critical under 14
+    (398, 300, Status.OK), (398, 370, Status.WARNING), (398, 385, Status.CRITICAL),
+])
+def test_expiry_is_judged_by_the_share_of_the_lifetime_used(
+    tmp_path: Path, root: Issued, lifetime: float, used: float, status: Status
+) -> None:
+    result = probe_tls(tmp_path, [_aged(root, lifetime, used)], [root])
+    assert result.status == status, result.error
+    if status != Status.OK:
+        assert result.error.startswith(f"certificate chain for {HOST} expires in "), result.error
+        assert "% of its lifetime of " in result.error, result.error
+
+
+def test_an_intermediate_ending_first_counts_as_the_end(tmp_path: Path, root: Issued) -> None:
+    """A fresh leaf whose intermediate ends in 5 days: 94% of the leaf's lifetime is gone."""
+    intermediate = make_ca("short intermediate", issuer=root,
+                           not_after=now() + dt.timedelta(days=5, hours=1))
+    leaf = make_leaf(intermediate, [HOST])
+    result = probe_tls(tmp_path, [leaf, intermediate], [root])
+    assert result.status == Status.CRITICAL, result.error
+    assert result.error.startswith(f"certificate chain for {HOST} expires in 5 days")
+
+
+def test_expiry_thresholds_are_options(tmp_path: Path, root: Issued) -> None:
+    leaf = _aged(root, 90, 50)  # 56% used, 40 days left
+    assert probe_tls(tmp_path, [leaf], [root]).status == Status.OK
+    days_only = ProbeOptions(tls_warning_lifetime_percent=0, tls_warning_days=45)
+    warn = probe_tls(tmp_path, [leaf], [root], days_only)
     assert warn.status == Status.WARNING and warn.success
-    assert warn.error.startswith(f"certificate chain for {HOST} expires in 10 days")
-    crit = probe_tls(tmp_path, [leaf], [root], ProbeOptions(tls_critical_days=14))
+    crit = probe_tls(tmp_path, [leaf], [root],
+                     ProbeOptions(tls_critical_lifetime_percent=50, tls_critical_days=41))
     assert crit.status == Status.CRITICAL and not crit.success
 
 

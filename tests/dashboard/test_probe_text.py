@@ -137,7 +137,8 @@ def test_a_label_cannot_break_perfdata() -> None:
 
 @pytest.mark.parametrize(("option", "text", "message"), [
     ("--warning", "tls_days", "write NAME=NUMBER, e.g. --warning tls_days=21"),
-    ("--warning", "tls_dayz=3", "unknown threshold 'tls_dayz' (known: tls_days, quota_percent)"),
+    ("--warning", "tls_dayz=3",
+     "unknown threshold 'tls_dayz' (known: tls_days, tls_lifetime_percent, quota_percent)"),
     ("--critical", "quota_percent=lots", "quota_percent='lots': not a number"),
     ("--critical", "quota_percent=101", "quota_percent=101: must be 0 to 100"),
     ("--warning", "tls_days=-1", "tls_days=-1: must be 0 or more"),
@@ -154,12 +155,16 @@ def test_thresholds_set_the_options_and_must_be_in_order() -> None:
     critical = probe_thresholds.parse("--critical", "quota_percent=90")
     options = probe_thresholds.apply(ProbeOptions(timeout=3), warning, critical)
     assert (options.timeout, options.tls_warning_days, options.tls_critical_days,
-            options.quota_warning_percent, options.quota_critical_percent) == (3, 30, 7, 70, 90)
+            options.quota_warning_percent, options.quota_critical_percent) == (3, 30, 14, 70, 90)
     with pytest.raises(probe_thresholds.ThresholdError,
-                       match=re.escape("the warning tls_days (21) must be at least the critical "
-                                       "one (30): set both, e.g. --warning tls_days=30 "
-                                       "--critical tls_days=21")):
-        probe_thresholds.apply(ProbeOptions(), {}, {"tls_days": 30})
+                       match=re.escape("the warning tls_days (30) must be at least the critical "
+                                       "one (40): set both, e.g. --warning tls_days=40 "
+                                       "--critical tls_days=30")):
+        probe_thresholds.apply(ProbeOptions(), {}, {"tls_days": 40})
+    with pytest.raises(probe_thresholds.ThresholdError,
+                       match=re.escape("the warning tls_lifetime_percent (95) must be at most "
+                                       "the critical one (90)")):
+        probe_thresholds.apply(ProbeOptions(), {"tls_lifetime_percent": 95}, {})
     with pytest.raises(probe_thresholds.ThresholdError, match="must be at most"):
         probe_thresholds.apply(ProbeOptions(), {"quota_percent": 99}, {})
     assert probe_thresholds.parse("--warning", None) == {}

@@ -41,6 +41,33 @@ class Case:
 
 
 DAY = 86400
+
+
+def _leaf(host: str, issued_day: float, lifetime_days: float, start_day: float,
+          renewed_day: float | None = None, minutes: int = 240) -> dict[str, str]:
+    """Not-before and not-after series of a leaf issued on ``issued_day`` of a timeline
+    whose test minute 0 is ``start_day`` (the rules see time() as that minute; only
+    differences matter to them), one sample a minute; renewed, with the same
+    lifetime, on ``renewed_day``. Whole lives at one evaluation a minute cost promtool
+    half a minute: the tests cover the hours around each threshold, which the used
+    share only crosses once, rising."""
+    def at(day: float) -> int:
+        return int((day - start_day) * DAY)
+
+    begin, end = at(issued_day), at(issued_day + lifetime_days)
+    if renewed_day is None:
+        return {f'mailfleet_tls_cert_not_before_timestamp_seconds{{host="{host}"}}':
+                    f"{begin}x{minutes}",
+                f'mailfleet_tls_cert_not_after_timestamp_seconds{{host="{host}"}}':
+                    f"{end}x{minutes}"}
+    minute = at(renewed_day) // 60
+    renewed = at(renewed_day)
+    return {f'mailfleet_tls_cert_not_before_timestamp_seconds{{host="{host}"}}':
+                f"{begin}x{minute - 1} {renewed}x{minutes - minute}",
+            f'mailfleet_tls_cert_not_after_timestamp_seconds{{host="{host}"}}':
+                f"{end}x{minute - 1} {renewed + at(lifetime_days) - at(0)}x{minutes - minute}"}
+
+
 CASES: list[Case] = [
     Case("MailfleetIMAPLoginFailing",
          {'mailfleet_probe_success{check="imap_login",host="mx1"}': "0x9 1x10",
@@ -56,21 +83,26 @@ CASES: list[Case] = [
          {'mailfleet_probe_success{check="smtp",host="mx2"}': "0x20",
           'mailfleet_probe_success{check="smtp",host="mx1"}': "1x20"},
          quiet_at="4m", fires_at="6m", firing=[{"check": "smtp", "host": "mx2"}]),
-    Case("MailfleetCertificateExpiringSoon",
-         {'mailfleet_tls_cert_not_after_timestamp_seconds{host="mx1"}': f"{10 * DAY}x40",
-          'mailfleet_tls_cert_not_after_timestamp_seconds{host="mx2"}': f"{30 * DAY}x40",
-          # mx3's leaf is fine but an intermediate of its chain expires in 5 days
-          'mailfleet_tls_cert_not_after_timestamp_seconds{host="mx3"}': f"{60 * DAY}x40",
-          'mailfleet_tls_cert_chain_earliest_not_after_timestamp_seconds{host="mx3"}':
-              f"{5 * DAY}x40",
-          # mx4 expires in 2 days: the 3-day alert's, not this one's
-          'mailfleet_tls_cert_not_after_timestamp_seconds{host="mx4"}': f"{2 * DAY}x40"},
-         quiet_at="10m", fires_at="20m", firing=[{"host": "mx1"}, {"host": "mx3"}]),
-    Case("MailfleetCertificateExpiresIn3Days",
-         {'mailfleet_tls_cert_not_after_timestamp_seconds{host="mx1"}': f"{2 * DAY}x40",
-          'mailfleet_tls_cert_not_after_timestamp_seconds{host="mx2"}': f"{10 * DAY}x40",
-          'mailfleet_tls_cert_not_after_timestamp_seconds{host="mx3"}': "0x40"},
-         quiet_at="3m", fires_at="10m", firing=[{"host": "mx1"}]),
+    # Certificates by the share of their lifetime used: test minute 0 is day 3.9 (5.3),
+    # day 4 (5.4) is minute 144. mx1: a 6-day certificate never renewed; mx2: the same,
+    # renewed on day 4 (never alerts); mx3: 45 days, two thirds (90%) used on day 4
+    # (5.4); mx4: 90 days, just short of it; mx5: a year, past two thirds (90%) but with
+    # over 30 (14) days left.
+    Case("MailfleetCertificateRenewalDue",
+         {**_leaf("mx1", 0, 6, 3.9), **_leaf("mx2", 0, 6, 3.9, renewed_day=4),
+          **_leaf("mx3", 4 - 30, 45, 3.9), **_leaf("mx4", 4 - 59, 90, 3.9),
+          **_leaf("mx5", 4 - 300, 398, 3.9)},
+         quiet_at="200m", fires_at="215m", firing=[{"host": "mx1"}, {"host": "mx3"}]),
+    # mx2 holds the certificate renewed on day 4; mx6 a fresh 90-day leaf whose
+    # intermediate, from day 5.4, ends on day 6.4.
+    Case("MailfleetCertificateLifetimeNearlyUsed",
+         {**_leaf("mx1", 0, 6, 5.3), **_leaf("mx2", 4, 6, 5.3),
+          **_leaf("mx3", 5.4 - 40.5, 45, 5.3), **_leaf("mx4", 5.4 - 80, 90, 5.3),
+          **_leaf("mx5", 5.4 - 360, 398, 5.3), **_leaf("mx6", 5, 90, 5.3),
+          'mailfleet_tls_cert_chain_earliest_not_after_timestamp_seconds{host="mx6"}':
+              f"_x143 {int(1.1 * DAY)}x96"},
+         quiet_at="147m", fires_at="160m",
+         firing=[{"host": "mx1"}, {"host": "mx3"}, {"host": "mx6"}]),
     Case("MailfleetCertificateExpired",
          {'mailfleet_tls_cert_not_after_timestamp_seconds{host="mx1"}': "0x20",
           'mailfleet_tls_cert_not_after_timestamp_seconds{host="mx2"}': f"{10 * DAY}x20"},
