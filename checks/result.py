@@ -35,6 +35,7 @@ class Reason(enum.StrEnum):
     UNSUPPORTED = "unsupported"  # the server lacks what the check needs (IDLE, QUOTA, STARTTLS)
     REJECTED = "rejected"  # a well-formed "no" (5xx, NO, BAD) to a command other than login
     THRESHOLD = "threshold"  # measured fine, but past a warning or critical threshold
+    LISTED = "listed"  # the server's address is on a DNS block list
     NOT_CONFIGURED = "not_configured"  # the inventory lacks what the check needs
     COMMAND_FAILED = "command_failed"  # the server check: a command on the host failed
     SERVICE_DOWN = "service_down"  # the server check: a daemon of the mail stack is not running

@@ -178,6 +178,10 @@ class ProbeOptions:
     smtp_auth: bool = False  # also log in (needs credentials; submission ports)
     # dns: "ADDR" or "ADDR:PORT" (IPv6: "[::1]:5353"); empty: the system resolver.
     dns_resolvers: tuple[str, ...] = ()
+    # DNS block lists (zones, e.g. zen.spamhaus.org) the server's addresses are looked up
+    # on; none by default: public lists refuse queries through public resolvers, and
+    # some need a subscription at volume.
+    dns_blocklists: tuple[str, ...] = ()
     dns_tlsa_services: tuple[str, ...] = ("smtp", "imaps")
     dns_attempts: int = 2
     # dns: DKIM selectors the host signs with, and retired ones still published, checked

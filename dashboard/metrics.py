@@ -99,6 +99,9 @@ GAUGES: dict[str, str] = {
     "mailfleet_dns_dmarc_ok": "1 if every mail domain has one valid DMARC record; 0 if one is "
     "missing or invalid.",
     "mailfleet_dns_tlsa_ok": "1 if TLSA records (when present) match the served certificate.",
+    "mailfleet_dns_dnsbl_ok": "1 if the server's addresses are on none of the block lists "
+    "(dns_blocklists) that answered; 0 if on one. Absent when no list answered (a "
+    "127.255.255.x answer is a refused query, not a listing).",
     # The server check (checks/server, over SSH); its values in checks/SERVER.md.
     "mailfleet_server_ssh_up": "1 if the server check logged in over SSH and ran its commands.",
     "mailfleet_postfix_queue_messages": "Messages in each Postfix queue.",
@@ -202,7 +205,8 @@ def _dns(values: Mapping[str, Any]) -> Iterator[Sample]:
     # true), but the gauges say whether the record is there and right.
     for value, what in ((v.mx_ok, "mx"), (v.rdns_ok, "rdns"),
                         (dns_report.clean(v.findings, "spf"), "spf"),
-                        (dns_report.clean(v.findings, "dmarc"), "dmarc"), (v.tlsa_ok, "tlsa")):
+                        (dns_report.clean(v.findings, "dmarc"), "dmarc"), (v.tlsa_ok, "tlsa"),
+                        (v.dnsbl_ok, "dnsbl")):
         yield from _flag(value, f"mailfleet_dns_{what}_ok")
 
 

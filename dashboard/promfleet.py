@@ -37,6 +37,9 @@ from mailfleet.dashboard.store.values import (
     TlsValues,
 )
 
+# The dns check's gauges: mailfleet_dns_<what>_ok, the value <what>_ok.
+_DNS_FLAGS = ("mx", "rdns", "spf", "dmarc", "tlsa", "dnsbl")
+
 # The families of one check (no ``check`` label), and the check they belong to.
 _CHECK_OF: Mapping[str, str] = {
     **{n: "tls" for n in ("mailfleet_tls_cert_not_after_timestamp_seconds",
@@ -47,7 +50,7 @@ _CHECK_OF: Mapping[str, str] = {
                            "mailfleet_tls_version_info")},
     "mailfleet_imap_login_success": "imap_login",
     "mailfleet_sync_latency_seconds": "sync",
-    **{f"mailfleet_dns_{w}_ok": "dns" for w in ("mx", "rdns", "spf", "dmarc", "tlsa")},
+    **{f"mailfleet_dns_{w}_ok": "dns" for w in _DNS_FLAGS},
     **{n: "quota" for n in ("mailfleet_quota_used_bytes", "mailfleet_quota_limit_bytes",
                              "mailfleet_quota_used_messages", "mailfleet_quota_limit_messages",
                              "mailfleet_quota_used_ratio")},
@@ -144,7 +147,7 @@ def _values(check: str, s: _Series) -> dict[str, Any]:
             if key in SyncValues.names():
                 out[key] = value
     elif check == "dns":
-        for what in ("mx", "rdns", "spf", "dmarc", "tlsa"):
+        for what in _DNS_FLAGS:
             if f"mailfleet_dns_{what}_ok" in n:
                 out[f"{what}_ok"] = _flag(n, f"mailfleet_dns_{what}_ok")
         out = {k: v for k, v in out.items() if k in DnsValues.names()}

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from mailfleet.lab.config import DEFAULT_NAME, LabConfig
-from mailfleet.lab.dns import UPDATE_ALGORITHM, UPDATE_KEY
+from mailfleet.lab.dns import DNSBL_ZONE, UPDATE_ALGORITHM, UPDATE_KEY
 from mailfleet.lab.hosts import LabHost
 
 HEADER = (
@@ -63,7 +63,9 @@ def inventory_data(
                 "mailfleet_ca_bundle": str(config.state_dir / "ca" / "ca.crt"),
                 # lab names (lab.test, exampleN.test) exist only in the lab's DNS:
                 # the dns probe must never ask a resolver outside the lab for them
-                "mailfleet_probe_options": {"dns_resolvers": [config.gateway]},
+                # and the dns check looks every host up on the lab's block list
+                "mailfleet_probe_options": {"dns_resolvers": [config.gateway],
+                                            "dns_blocklists": [DNSBL_ZONE]},
             },
         }
     }

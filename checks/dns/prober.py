@@ -9,9 +9,10 @@ from typing import Any
 from mailfleet.checks.base import Acquisition, ProbeFailure, Verdict, run
 from mailfleet.checks.dns.dkim import check_alignment, check_dkim_domain
 from mailfleet.checks.dns.dmarc import check_dmarc
+from mailfleet.checks.dns.dnsbl import check_dnsbl, valid_zone
 from mailfleet.checks.dns.hosts import check_a, check_mx, check_ptr
 from mailfleet.checks.dns.lookups import Resolvers, bare_name, canon_ip, is_ip, parse_resolver
-from mailfleet.checks.dns.report import ERROR, WARNING, DnsReport
+from mailfleet.checks.dns.report import ERROR, OK, WARNING, DnsReport
 from mailfleet.checks.dns.spf_policy import check_spf
 from mailfleet.checks.dns.tlsa import check_tlsa, tlsa_fetcher
 from mailfleet.checks.result import ProbeResult, Reason, Status
@@ -20,7 +21,7 @@ from mailfleet.checks.tlsinfo import CertInfo
 from mailfleet.checks.values import Values, declared
 
 CHECK = "dns"
-CONCERNS = ("mx", "a", "ptr", "fcrdns", "spf", "dmarc", "dkim", "tlsa")
+CONCERNS = ("mx", "a", "ptr", "fcrdns", "spf", "dmarc", "dkim", "tlsa", "dnsbl")
 
 
 @declared
@@ -45,6 +46,7 @@ class DnsValues(Values):
     dmarc_ok: bool | None = None
     dkim_ok: bool | None = None
     tlsa_ok: bool | None = None
+    dnsbl_ok: bool | None = None  # on none of the lists that answered (None: none answered)
     rdns_ok: bool | None = None  # PTR set and forward-confirmed
 
 
@@ -85,6 +87,7 @@ def dns_report(
     addresses: Iterable[str],
     tlsa: Sequence[tuple[str, Callable[[], list[CertInfo]]]] = (),
     dkim: DkimSpec | None = None,
+    blocklists: Sequence[str] = (),
 ) -> DnsReport:
     """All findings for one server: its domains, its name and its addresses."""
     report = DnsReport()
@@ -108,6 +111,9 @@ def dns_report(
         check_alignment(report, domain, dkim is not None and bool(dkim.selectors))
     for owner, fetch in tlsa:
         check_tlsa(res, report, owner, fetch)
+    for zone in blocklists:
+        for address in sorted(addrs):
+            check_dnsbl(res, report, address, zone)
     return report
 
 
@@ -117,6 +123,11 @@ def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acqu
     except ValueError as exc:
         raise ProbeFailure(str(exc), Status.UNKNOWN, Reason.NOT_CONFIGURED) from None
     dkim = DkimSpec.of(options)
+    bad = [z for z in options.dns_blocklists if not valid_zone(z)]
+    if bad:
+        raise ProbeFailure(f"dns_blocklists: {bad[0][:80]!r} is not a block list's zone name "
+                           "(write its DNS zone, e.g. zen.spamhaus.org)",
+                           Status.UNKNOWN, Reason.NOT_CONFIGURED)
     res = Resolvers(addresses, deadline, options.dns_attempts)
     tlsa = [
         (f"_{target.port(s)}._tcp.{bare_name(target.mail_hostname)}",
@@ -125,12 +136,18 @@ def acquire(target: Target, options: ProbeOptions, deadline: Deadline, acq: Acqu
     ]
     with acq.measure("dns"):
         report = dns_report(res, target.domains, target.mail_hostname,
-                            [target.address] if is_ip(target.address) else [], tlsa, dkim)
+                            [target.address] if is_ip(target.address) else [], tlsa, dkim,
+                            options.dns_blocklists)
     values = DnsValues.key
     acq.values[values.resolvers] = res.labels
     acq.values[values.findings] = [f.to_dict() for f in report.findings]
     for check in CONCERNS:
         acq.values[getattr(values, f"{check}_ok")] = report.ok(check)
+    # A list that refused or did not answer says nothing either way: dnsbl_ok is known
+    # only from lists that answered.
+    answered = [f for f in report.findings if f.check == "dnsbl" and f.status != WARNING]
+    acq.values[values.dnsbl_ok] = (all(f.status == OK for f in answered) if answered
+                                   else None)
     ptr, fc = report.ok("ptr"), report.ok("fcrdns")
     acq.values[values.rdns_ok] = (None if ptr is None and fc is None
                                   else bool(ptr) and fc is not False)

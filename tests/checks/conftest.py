@@ -41,6 +41,15 @@ def zones(tlsa: str = "") -> dict[str, str]:
         "badspf.test": ('@ 300 IN MX 10 mx-good.dnstest.test.\n'
                         '@ 300 IN TXT "v=spf1 ip4:999.0.0.1 -all"\n'),
         "nullmx.test": "@ 300 IN MX 0 .\n",
+        # A block list (RFC 5782 test entries and 127.0.0.2 for 192.0.2.10), one that
+        # refuses mx2's query (127.255.255.254, as Spamhaus does through a public
+        # resolver) and a lapsed list domain answering everything with a web address.
+        "dnsbl.test": ("2.0.0.127 300 IN A 127.0.0.2\n"
+                       '2.0.0.127 300 IN TXT "test entry"\n'
+                       "10.2.0.192 300 IN A 127.0.0.2\n"
+                       '10.2.0.192 300 IN TXT "listed: sent spam to traps"\n'
+                       "12.2.0.192 300 IN A 127.255.255.254\n"),
+        "lapsed.test": "* 300 IN A 198.51.100.80\n",
     }
 
 

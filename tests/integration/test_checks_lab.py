@@ -210,6 +210,32 @@ def test_dns_of_a_host_with_the_wrong_name(lab: Lab) -> None:
     assert f"PTR of {h.address} is {h.fqdn}, expected mx9.lab.test" in result.error
 
 
+def test_dns_block_list_of_the_lab(lab: Lab) -> None:
+    """The lab's DNS serves a block list (dnsbl.test): the fleet is not on it, its .250
+    address is listed, and for .251 the list answers 127.255.255.254, a refused query
+    that must never read as a listing."""
+    from mailfleet.lab.dns import DNSBL_ZONE, dnsbl_addresses
+
+    listed, refused = dnsbl_addresses(lab.config)
+    options = {"dns_resolvers": (lab.config.gateway,), "dns_tlsa_services": (),
+               "dns_blocklists": (DNSBL_ZONE,)}
+    for h in lab.hosts():
+        t = Target(name=h.name, address=h.address, mail_hostname=h.fqdn,
+                   domains=(h.mail_domain,))
+        result = probe("dns", t, **options)
+        assert result.status == Status.OK, result.error
+        assert result.values["dnsbl_ok"] is True
+    h = lab.hosts()[0]
+    on_list = probe("dns", Target(name="listed", address=listed, mail_hostname=h.fqdn),
+                    **options)
+    assert on_list.values["dnsbl_ok"] is False
+    assert f"{listed} is listed on {DNSBL_ZONE} (127.0.0.2)" in on_list.error
+    asked_wrong = probe("dns", Target(name="refused", address=refused, mail_hostname=h.fqdn),
+                        **options)
+    assert asked_wrong.values["dnsbl_ok"] is None
+    assert "is listed" not in asked_wrong.error
+
+
 # -- site.yml: the DNS preflight stops a host before anything touches it ------------------
 def test_site_yml_never_touches_a_host_whose_dns_is_wrong(lab: Lab) -> None:
     from tests.integration.conftest import run_playbook

@@ -115,7 +115,8 @@ def test_inventory_names_every_host_with_its_address_and_hostname(config: LabCon
     assert "StrictHostKeyChecking=yes" in lab_vars["ansible_ssh_common_args"]
     assert str(config.known_hosts) in lab_vars["ansible_ssh_common_args"]
     assert lab_vars["mailfleet_ca_bundle"] == str(config.state_dir / "ca" / "ca.crt")
-    assert lab_vars["mailfleet_probe_options"] == {"dns_resolvers": [config.gateway]}
+    assert lab_vars["mailfleet_probe_options"] == {"dns_resolvers": [config.gateway],
+                                                   "dns_blocklists": ["dnsbl.test"]}
     assert inventory_data(config, hosts) == data
 
 

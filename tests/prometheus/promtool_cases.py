@@ -137,6 +137,12 @@ CASES: list[Case] = [
     Case("MailfleetRDNSWrong",
          {'mailfleet_dns_rdns_ok{host="mx2"}': "0x40", 'mailfleet_dns_rdns_ok{host="mx1"}': "1x40"},
          quiet_at="25m", fires_at="35m", firing=[{"host": "mx2"}]),
+    # mx2's list refused the query: no gauge at all, never an alert.
+    Case("MailfleetListedOnDNSBL",
+         {'mailfleet_dns_dnsbl_ok{host="mx1"}': "1x3 0x20",
+          'mailfleet_dns_dnsbl_ok{host="mx3"}': "1x25",
+          'mailfleet_dns_mx_ok{host="mx2"}': "1x25"},
+         quiet_at="12m", fires_at="15m", firing=[{"host": "mx1"}]),
     Case("MailfleetQuotaNearlyFull",
          {'mailfleet_quota_used_ratio{host="mx1"}': "0.95x30",
           'mailfleet_quota_used_ratio{host="mx2"}': "0.5x30"},
