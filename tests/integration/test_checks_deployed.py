@@ -156,7 +156,7 @@ def test_mailfleet_probe_over_the_lab_inventory(mail_fleet: MailFleet, probe_var
                             seen[1]), seen
         assert re.fullmatch(rf"{h.name}: SMTP OK - smtp 25: {re.escape(h.fqdn)}, STARTTLS to "
                             r"TLSv1\.3, in \d+ ms", seen[2]), seen
-    assert re.search(rf"'{mail_fleet.hosts[0].name} tls days left'=[0-9.]+;21:;7:", out), out
+    assert re.search(rf"'{mail_fleet.hosts[0].name} tls days left'=[0-9.]+;30:;14:", out), out
 
 
 def test_dns_preflight_passes_on_the_lab_and_stops_a_misnamed_host(mail_fleet: MailFleet
