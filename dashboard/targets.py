@@ -229,7 +229,12 @@ def _with_dkim_selectors(hostvars: Mapping[str, Any], raw: Any) -> Any:
 
 # Bounds of numeric probe options: a wrong type or an absurd value of one host
 # must be an inventory error, not a sweep that crashes for the whole fleet.
-_OPTION_LIMITS: dict[str, tuple[float, float]] = {"timeout": (0.1, 3600.0), "dns_attempts": (1, 10)}
+_OPTION_LIMITS: dict[str, tuple[float, float]] = {
+    "timeout": (0.1, 3600.0), "dns_attempts": (1, 10),
+    **dict.fromkeys(("quota_warning_percent", "quota_critical_percent",
+                     "tls_warning_lifetime_percent", "tls_critical_lifetime_percent"),
+                    (0.0, 100.0)),
+}
 
 
 def _option_value(where: str, key: str, value: Any) -> Any:

@@ -58,6 +58,8 @@ def inventory(hostvars: dict[str, dict[str, Any]]) -> dict[str, Any]:
         ({"mailfleet_probe_options": {"timeout": float("nan")}}, "timeout"),
         ({"mailfleet_probe_options": {"dns_attempts": 10**30}}, "dns_attempts"),
         ({"mailfleet_probe_options": {"tls_warning_days": None}}, "tls_warning_days"),
+        ({"mailfleet_probe_options": {"tls_warning_lifetime_percent": 150}},
+         "tls_warning_lifetime_percent must be a number from 0 to 100"),
         ({"mailfleet_probe_options": {"dns_resolvers": "127.0.0.1"}}, "dns_resolvers"),
         ({"mailfleet_probe_options": {"smtp_auth": "yes"}}, "smtp_auth"),
         ({"mailfleet_probe_options": {"no_such_option": 1}}, "no_such_option"),
