@@ -83,17 +83,16 @@ def check_dnsbl(res: Resolvers, report: DnsReport, address: str, zone: str) -> N
     if not lk.records:  # NXDOMAIN (or no A record): not listed
         report.add("dnsbl", subject, OK, f"{address} is not on {zone}", seen="NXDOMAIN")
         return
-    kinds = {r: _kind(r) for r in lk.records}
+    kinds = {_kind(r) for r in lk.records}
     seen = ", ".join(lk.records)
-    listed = [r for r, k in kinds.items() if k == "listed"]
-    if listed and len(listed) == len(kinds):
+    if kinds == {"listed"}:
         why = res.ask(name, "TXT").records
         because = f": {why[0][:200]}" if why else ""
         report.add("dnsbl", subject, ERROR, f"{address} is listed on {zone} ({seen}){because}",
                    seen=seen, expected="NXDOMAIN", resolvers=lk.who_said_what(),
                    reason=Reason.LISTED)
         return
-    if any(k == "refused" for k in kinds.values()):
+    if "refused" in kinds:
         report.add("dnsbl", subject, WARNING,
                    f"unknown whether {address} is on {zone}: the list refused the query "
                    f"({seen}; lists refuse queries through public resolvers and past a "

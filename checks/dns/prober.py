@@ -21,7 +21,8 @@ from mailfleet.checks.tlsinfo import CertInfo
 from mailfleet.checks.values import Values, declared
 
 CHECK = "dns"
-CONCERNS = ("mx", "a", "ptr", "fcrdns", "spf", "dmarc", "dkim", "tlsa", "dnsbl")
+# Each with its <concern>_ok value from the findings (dnsbl_ok apart: see acquire).
+CONCERNS = ("mx", "a", "ptr", "fcrdns", "spf", "dmarc", "dkim", "tlsa")
 
 
 @declared
