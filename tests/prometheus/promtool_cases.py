@@ -60,12 +60,12 @@ def _leaf(host: str, issued_day: float, lifetime_days: float, start_day: float,
                     f"{begin}x{minutes}",
                 f'mailfleet_tls_cert_not_after_timestamp_seconds{{host="{host}"}}':
                     f"{end}x{minutes}"}
-    minute = at(renewed_day) // 60
-    renewed = at(renewed_day)
+    renewed, renewed_end = at(renewed_day), at(renewed_day + lifetime_days)
+    minute = renewed // 60
     return {f'mailfleet_tls_cert_not_before_timestamp_seconds{{host="{host}"}}':
                 f"{begin}x{minute - 1} {renewed}x{minutes - minute}",
             f'mailfleet_tls_cert_not_after_timestamp_seconds{{host="{host}"}}':
-                f"{end}x{minute - 1} {renewed + at(lifetime_days) - at(0)}x{minutes - minute}"}
+                f"{end}x{minute - 1} {renewed_end}x{minutes - minute}"}
 
 
 CASES: list[Case] = [
