@@ -100,17 +100,16 @@ def imap_refused(fleet: MailFleet, user: MailUser, blob: bytes,
                  mechanism: str = "XOAUTH2", good: str | None = None) -> str:
     """The server's refusal of ``blob``; then a good login (token ``good`` or a fresh
     lab token) resets the failure penalty."""
-    with imap(fleet, user) as conn, pytest.raises(imaplib.IMAP4.error) as refused:
-        conn.authenticate(mechanism, sasl_steps(blob))
-    imap_token_login(fleet, user, "XOAUTH2", good or token(user.address))
-    return str(refused.value)
+    why = imap_refusals(fleet, user, {"": (mechanism, blob)}, good)[""]
+    assert why != "accepted", f"{mechanism} {blob[:60]!r} logged in"
+    return why
 
 
-def imap_refusals(fleet: MailFleet, user: MailUser,
-                  attempts: dict[str, tuple[str, bytes]]) -> dict[str, str]:
+def imap_refusals(fleet: MailFleet, user: MailUser, attempts: dict[str, tuple[str, bytes]],
+                  good: str | None = None) -> dict[str, str]:
     """Each attempt (name -> mechanism, SASL blob) on its own IMAPS connection, all at
-    once: name -> the server's refusal, or "accepted". Then a good login resets the
-    penalty."""
+    once: name -> the server's refusal, or "accepted". Then a good login (token ``good``
+    or a fresh lab token) resets the penalty."""
     def attempt(mechanism: str, blob: bytes) -> str:
         with imap(fleet, user) as conn:
             try:
@@ -122,7 +121,7 @@ def imap_refusals(fleet: MailFleet, user: MailUser,
     with ThreadPoolExecutor(max_workers=len(attempts)) as pool:
         started = {name: pool.submit(attempt, *how) for name, how in attempts.items()}
         answers = {name: future.result() for name, future in started.items()}
-    imap_token_login(fleet, user, "XOAUTH2", token(user.address))
+    imap_token_login(fleet, user, "XOAUTH2", good or token(user.address))
     return answers
 
 
